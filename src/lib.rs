@@ -1,0 +1,1 @@
+//! ak-outpost (skeleton, filled in below).
