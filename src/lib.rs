@@ -1,1 +1,52 @@
-//! ak-outpost (skeleton, filled in below).
+//! ak-outpost: a forward-auth outpost, wire-compatible with authentik's proxy outpost.
+//!
+//! A reverse proxy (nginx `auth_request`, Traefik `forwardAuth`, Caddy `forward_auth`, Envoy
+//! `ext_authz`) asks on every request whether the browser is logged in; the outpost answers
+//! 200 with `X-authentik-*` identity headers, or 401/302 to start an OpenID Connect login.
+//! Sessions are sealed cookies (no server-side store), checked against the provider through a
+//! cached token introspection.
+//!
+//! # Layout
+//! - [`config`]: the YAML file, parsed once into validated types (all problems at once).
+//! - [`secret`]: `env://` / `file://` value indirections.
+//! - [`app`]: applications, their settings, and host lookup.
+//! - [`paths`], [`headers`]: every path and header name, spelled once.
+//! - [`request`]: the edge; a forward-auth request becomes an [`request::AuthRequest`].
+//! - [`decide`]: the pure verdict `decide(request, session, app, now) -> Decision`.
+//! - [`respond`]: the one place outcomes become HTTP responses.
+//! - [`handlers`]: the endpoints (auth checks, start, callback, sign_out, ping, ready).
+//! - [`session`]: the sealed, chunked session cookie.
+//! - [`login`]: the sealed OAuth state for the login round trip.
+//! - [`redirect`]: [`redirect::RedirectTarget`], the only way to name a post-login target.
+//! - [`seal`]: AES-256-GCM sealing with derived keys.
+//! - [`oidc`]: discovery, JWKS, token calls, ID-token checks, cached introspection.
+//! - [`extras`]: authentik's per-user Basic credentials and additional headers.
+//! - [`outpost`]: shared state, swapped atomically on reload.
+//! - [`server`]: the hyper accept loop and graceful drain.
+//! - [`metrics`]: Prometheus text on the metrics listener.
+//! - [`telemetry`]: tracing set-up.
+//! - [`healthcheck`]: the `ak-outpost healthcheck` probe.
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod app;
+pub mod config;
+pub mod decide;
+pub mod extras;
+pub mod handlers;
+pub mod headers;
+pub mod healthcheck;
+pub mod login;
+pub mod metrics;
+pub mod oidc;
+pub mod outpost;
+pub mod paths;
+pub mod redirect;
+pub mod request;
+pub mod respond;
+pub mod seal;
+pub mod secret;
+pub mod server;
+pub mod session;
+pub mod telemetry;

@@ -1,0 +1,491 @@
+//! Applications: one per protected site (standalone) or per proxy provider (authentik).
+//! [`AppSpec`] holds the validated settings, [`Application`] adds what serving needs (OIDC client,
+//! sealing keys, cookie names), and [`AppSet`] finds the application for a request's host in
+//! O(number of DNS labels), whatever the number of applications.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use regex::Regex;
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use crate::oidc::OidcClient;
+use crate::paths::CALLBACK_PATH;
+use crate::seal::Sealer;
+
+/// How the external reverse proxy and the outpost share the work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One application on one host; cookies are host-only.
+    ForwardSingle,
+    /// One login for every host under `cookie_domain`; `external_host` is the central auth host.
+    ForwardDomain,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::ForwardSingle => "forward_single",
+            Mode::ForwardDomain => "forward_domain",
+        }
+    }
+}
+
+/// Validated settings of one application.
+#[derive(Debug, Clone)]
+pub struct AppSpec {
+    pub name: String,
+    pub external_host: Url,
+    pub mode: Mode,
+    /// Lower-case, no leading dot; empty when unset (and always empty in forward_single).
+    pub cookie_domain: String,
+    pub skip_paths: Vec<Regex>,
+    pub allowed_groups: Vec<String>,
+    pub redirect_uri: String,
+}
+
+impl AppSpec {
+    /// Validates one application's settings; every problem is returned.
+    pub fn new(
+        name: String,
+        external_host: &str,
+        mode: Mode,
+        cookie_domain: &str,
+        skip_path_regex: &str,
+        allowed_groups: Vec<String>,
+    ) -> Result<AppSpec, Vec<String>> {
+        let mut errs = Vec::new();
+        let url = match Url::parse(external_host.trim()) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+                if u.query().is_some() || u.fragment().is_some() {
+                    errs.push(format!(
+                        "external_host '{external_host}' must not have a query or fragment"
+                    ));
+                }
+                if !u.username().is_empty() || u.password().is_some() {
+                    errs.push(format!(
+                        "external_host '{external_host}' must not contain credentials"
+                    ));
+                }
+                Some(u)
+            }
+            _ => {
+                errs.push(format!(
+                    "external_host '{external_host}' is not an http(s) URL like https://app.example.com"
+                ));
+                None
+            }
+        };
+        let cd = cookie_domain
+            .trim()
+            .trim_start_matches('.')
+            .to_ascii_lowercase();
+        if mode == Mode::ForwardDomain {
+            if cd.is_empty() {
+                errs.push(
+                    "cookie_domain is required in forward_domain mode (e.g. example.com)".into(),
+                );
+            } else if let Some(u) = &url {
+                let host = u.host_str().unwrap_or_default();
+                if !host_in_domain(host, &cd) {
+                    errs.push(format!(
+                        "cookie_domain '{cd}' does not contain the external_host {host}; the login host must be under the cookie domain"
+                    ));
+                }
+            }
+            if !cd.is_empty() && !cd.contains('.') {
+                errs.push(format!(
+                    "cookie_domain '{cd}' is a top-level domain; browsers refuse such cookies"
+                ));
+            }
+        }
+        let mut skip_paths = Vec::new();
+        for (n, line) in skip_path_regex.split('\n').enumerate() {
+            let line = line.trim_end_matches('\r');
+            if line.trim().is_empty() {
+                // An empty line would match every request; it is ignored, not honoured.
+                continue;
+            }
+            match Regex::new(line) {
+                Ok(r) => skip_paths.push(r),
+                Err(e) => errs.push(format!(
+                    "skip_path_regex line {}: {}",
+                    n + 1,
+                    e.to_string().lines().last().unwrap_or("invalid regex")
+                )),
+            }
+        }
+        for g in &allowed_groups {
+            if g.trim().is_empty() {
+                errs.push("allowed_groups: empty group name".into());
+            }
+        }
+        match url {
+            Some(url) if errs.is_empty() => {
+                let redirect_uri = callback_uri(&url);
+                Ok(AppSpec {
+                    name,
+                    external_host: url,
+                    mode,
+                    cookie_domain: if mode == Mode::ForwardDomain {
+                        cd
+                    } else {
+                        String::new()
+                    },
+                    skip_paths,
+                    allowed_groups,
+                    redirect_uri,
+                })
+            }
+            _ => Err(errs),
+        }
+    }
+
+    /// `host[:port]` of the external host: the routing key.
+    pub fn host_key(&self) -> String {
+        host_key(&self.external_host)
+    }
+
+    /// Whether an unauthenticated request for `url` may pass (skip_path_regex). Single mode
+    /// tests the normalised path, domain mode `scheme://host[:port]/path`; the query is never
+    /// part of the test string, and a path that cannot be normalised never matches.
+    pub fn is_skipped(&self, url: &Url) -> bool {
+        if self.skip_paths.is_empty() {
+            return false;
+        }
+        let Some(path) = normalized_path(url.path()) else {
+            return false;
+        };
+        let subject = match self.mode {
+            Mode::ForwardSingle => path,
+            Mode::ForwardDomain => format!("{}://{}{}", url.scheme(), host_key(url), path),
+        };
+        self.skip_paths.iter().any(|r| r.is_match(&subject))
+    }
+
+    /// Whether a user with these groups may use the application.
+    pub fn allows_groups(&self, groups: &[String]) -> bool {
+        self.allowed_groups.is_empty() || groups.iter().any(|g| self.allowed_groups.contains(g))
+    }
+}
+
+/// `https://app/sub` → `https://app/sub/outpost.goauthentik.io/callback?X-authentik-auth-callback=true`.
+pub fn callback_uri(external: &Url) -> String {
+    let mut u = external.clone();
+    let base = external.path().trim_end_matches('/');
+    u.set_path(&format!("{base}{CALLBACK_PATH}"));
+    u.set_query(Some("X-authentik-auth-callback=true"));
+    u.to_string()
+}
+
+/// `host[:port]` (port only when not the scheme default), lower-case.
+pub fn host_key(u: &Url) -> String {
+    match (u.host_str(), u.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// True when `host` is `domain` or a sub-domain of it, on a label boundary.
+pub fn host_in_domain(host: &str, domain: &str) -> bool {
+    let host = host.trim_end_matches('.');
+    if domain.is_empty() {
+        return false;
+    }
+    host.eq_ignore_ascii_case(domain)
+        || (host.len() > domain.len()
+            && host.as_bytes()[host.len() - domain.len() - 1] == b'.'
+            && host[host.len() - domain.len()..].eq_ignore_ascii_case(domain))
+}
+
+/// Percent-decodes a path, merges repeated slashes and resolves `.`/`..` segments, the way
+/// nginx does before routing. `None` for anything that does not decode to clean text.
+pub fn normalized_path(raw: &str) -> Option<String> {
+    let decoded = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()?;
+    if decoded.chars().any(|c| c.is_control()) || decoded.contains('\\') {
+        return None;
+    }
+    let mut out: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    let mut path = String::with_capacity(decoded.len() + 1);
+    for s in &out {
+        path.push('/');
+        path.push_str(s);
+    }
+    if trailing || path.is_empty() {
+        path.push('/');
+    }
+    Some(path)
+}
+
+/// Derives the cookie name authentik uses for a client: `authentik_proxy_<8 hex of sha256>`.
+pub fn cookie_name(client_id: &str) -> String {
+    let digest = Sha256::digest(client_id.as_bytes());
+    let mut hex = String::with_capacity(8);
+    for b in &digest[..4] {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    format!("authentik_proxy_{hex}")
+}
+
+/// What serving an application needs, built once per configuration.
+pub struct Application {
+    pub spec: AppSpec,
+    pub oidc: Arc<OidcClient>,
+    pub sealer: Arc<Sealer>,
+    pub cookie_name: String,
+    /// Sent as `X-authentik-meta-provider`.
+    pub provider_name: String,
+    /// Sent as `X-authentik-meta-app`.
+    pub app_slug: String,
+    /// Extra behaviour only authentik providers have.
+    pub extras: AppExtras,
+}
+
+/// Provider features beyond the standalone set (authentik mode).
+#[derive(Debug, Clone, Default)]
+pub struct AppExtras {
+    pub basic_auth: Option<(String, String)>,
+}
+
+impl Application {
+    pub fn secure_cookies(&self) -> bool {
+        self.spec.external_host.scheme() == "https"
+    }
+}
+
+/// Applications indexed by host.
+pub struct AppSet {
+    apps: Vec<Arc<Application>>,
+    by_key: HashMap<String, usize>,
+    by_hostname: HashMap<String, Vec<usize>>,
+    by_domain: HashMap<String, usize>,
+}
+
+impl AppSet {
+    pub fn new(apps: Vec<Arc<Application>>) -> AppSet {
+        let mut by_key = HashMap::new();
+        let mut by_hostname: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_domain = HashMap::new();
+        for (i, a) in apps.iter().enumerate() {
+            by_key.entry(a.spec.host_key()).or_insert(i);
+            if let Some(h) = a.spec.external_host.host_str() {
+                by_hostname.entry(h.to_string()).or_default().push(i);
+            }
+            if a.spec.mode == Mode::ForwardDomain && !a.spec.cookie_domain.is_empty() {
+                by_domain.entry(a.spec.cookie_domain.clone()).or_insert(i);
+            }
+        }
+        AppSet {
+            apps,
+            by_key,
+            by_hostname,
+            by_domain,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.apps.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.apps.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Application>> {
+        self.apps.iter()
+    }
+
+    /// Finds the application for a `Host` value (`name[:port]`): exact host and port, then
+    /// the host name alone when it is unambiguous, then the longest forward_domain cookie
+    /// domain on a label boundary, then the only application if there is just one.
+    pub fn lookup(&self, host: &str) -> Option<&Arc<Application>> {
+        let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
+        if let Some(&i) = self.by_key.get(&host) {
+            return self.apps.get(i);
+        }
+        let hostname = strip_port(&host);
+        if let Some(v) = self.by_hostname.get(hostname) {
+            if v.len() == 1 {
+                return self.apps.get(v[0]);
+            }
+        }
+        let mut rest = hostname;
+        loop {
+            if let Some(&i) = self.by_domain.get(rest) {
+                return self.apps.get(i);
+            }
+            match rest.find('.') {
+                Some(dot) => rest = &rest[dot + 1..],
+                None => break,
+            }
+        }
+        if self.apps.len() == 1 {
+            return self.apps.first();
+        }
+        None
+    }
+}
+
+/// `example.com:8443` → `example.com`; `[::1]:80` → `[::1]`.
+pub fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(i) => &host[..=i],
+            None => host,
+        };
+    }
+    match host.rfind(':') {
+        Some(i) if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..i],
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(host: &str, mode: Mode, cd: &str, skip: &str) -> AppSpec {
+        AppSpec::new("t".into(), host, mode, cd, skip, vec![]).expect("valid spec")
+    }
+
+    #[test]
+    fn callback_uri_follows_external_path() {
+        let u = Url::parse("https://app.company").unwrap();
+        assert_eq!(
+            callback_uri(&u),
+            "https://app.company/outpost.goauthentik.io/callback?X-authentik-auth-callback=true"
+        );
+        let u = Url::parse("https://app.company/sub/").unwrap();
+        assert_eq!(
+            callback_uri(&u),
+            "https://app.company/sub/outpost.goauthentik.io/callback?X-authentik-auth-callback=true"
+        );
+    }
+
+    #[test]
+    fn cookie_name_is_authentiks() {
+        let n = cookie_name("client");
+        assert!(n.starts_with("authentik_proxy_"));
+        assert_eq!(n.len(), "authentik_proxy_".len() + 8);
+        // sha256("client") = 948fe603...
+        assert_eq!(n, "authentik_proxy_948fe603");
+    }
+
+    #[test]
+    fn domain_boundaries() {
+        assert!(host_in_domain("a.example.com", "example.com"));
+        assert!(host_in_domain("example.com", "example.com"));
+        assert!(host_in_domain("A.Example.COM", "example.com"));
+        assert!(!host_in_domain("evilexample.com", "example.com"));
+        assert!(!host_in_domain("example.com.evil", "example.com"));
+        assert!(!host_in_domain("com", "example.com"));
+    }
+
+    #[test]
+    fn path_normalisation() {
+        let cases = [
+            ("/a/b", Some("/a/b")),
+            ("/a//b/", Some("/a/b/")),
+            ("/public/../admin", Some("/admin")),
+            ("/public/%2e%2e/admin", Some("/admin")),
+            ("/public%2F..%2Fadmin", Some("/admin")),
+            ("/a/./b/.", Some("/a/b/")),
+            ("/..", Some("/")),
+            ("", Some("/")),
+            ("/%00", None),
+            ("/%ff", None),
+            ("/a%5Cb", None),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(normalized_path(raw).as_deref(), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn skip_paths_single_mode_match_normalised_path_only() {
+        let s = spec(
+            "https://app.example.com",
+            Mode::ForwardSingle,
+            "",
+            "^/public/\n\n^/health$",
+        );
+        let yes = |u: &str| s.is_skipped(&Url::parse(u).unwrap());
+        assert!(yes("https://app.example.com/public/x"));
+        assert!(yes("https://app.example.com/health"));
+        assert!(
+            !yes("https://app.example.com/healthz?x=/health"),
+            "query is not matched"
+        );
+        assert!(!yes("https://app.example.com/private?r=/public/"));
+        assert!(!yes("https://app.example.com/public/../admin"));
+        assert!(!yes("https://app.example.com/public/%2e%2e/admin"));
+        assert!(!yes("https://app.example.com/public%2F..%2Fadmin"));
+        assert!(
+            !yes("https://app.example.com/anything"),
+            "empty lines must not allow all"
+        );
+    }
+
+    #[test]
+    fn skip_paths_domain_mode_match_url() {
+        let s = spec(
+            "https://auth.example.com",
+            Mode::ForwardDomain,
+            "example.com",
+            "^https://health\\.example\\.com/ping",
+        );
+        let yes = |u: &str| s.is_skipped(&Url::parse(u).unwrap());
+        assert!(yes("https://health.example.com/ping/x"));
+        assert!(!yes("https://other.example.com/ping"));
+        assert!(!yes("http://health.example.com/ping"));
+    }
+
+    #[test]
+    fn bad_specs_are_rejected_with_reasons() {
+        let e =
+            AppSpec::new("x".into(), "ftp://a", Mode::ForwardSingle, "", "", vec![]).unwrap_err();
+        assert!(e[0].contains("not an http(s) URL"));
+        let e = AppSpec::new(
+            "x".into(),
+            "https://auth.other.com",
+            Mode::ForwardDomain,
+            "example.com",
+            "",
+            vec![],
+        )
+        .unwrap_err();
+        assert!(e[0].contains("does not contain"));
+        let e = AppSpec::new(
+            "x".into(),
+            "https://u:p@a.com",
+            Mode::ForwardSingle,
+            "",
+            "(",
+            vec![],
+        )
+        .unwrap_err();
+        assert_eq!(e.len(), 2, "{e:?}");
+    }
+
+    #[test]
+    fn port_stripping() {
+        assert_eq!(strip_port("a.com:8080"), "a.com");
+        assert_eq!(strip_port("a.com"), "a.com");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+}

@@ -1,0 +1,641 @@
+//! Standalone configuration: the YAML file is read once into [`RawConfig`] (a mirror of the
+//! file), then [`Config::from_raw`] turns it into typed, validated values. Every problem is
+//! collected, so a user sees the whole list in one message; nothing is bound before this passes.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use url::Url;
+
+use crate::app::{AppSpec, Mode};
+use crate::secret::resolve_indirection;
+
+/// Smallest accepted sealing secret, in bytes.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// Proxies trusted by default: loopback and the private ranges container networks use.
+pub const DEFAULT_TRUSTED_PROXIES: &[&str] = &[
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
+];
+
+/// Exit code for a bad configuration (EX_USAGE).
+pub const EXIT_CONFIG: i32 = 64;
+
+/// Every problem found in a configuration, reported together.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .problems.join("\n  - "))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl ConfigError {
+    fn one(problem: impl Into<String>) -> Self {
+        Self {
+            problems: vec![problem.into()],
+        }
+    }
+}
+
+/// The YAML file as written.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub listen: RawListen,
+    pub outpost_name: Option<String>,
+    pub secret: Option<String>,
+    pub provider: Option<RawProvider>,
+    #[serde(default)]
+    pub session: RawSession,
+    pub trusted_proxies: Option<Vec<String>>,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub applications: Vec<RawApp>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    pub http: Option<String>,
+    pub metrics: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub issuer: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub token_endpoint_auth_method: Option<String>,
+    pub introspection_cache_ttl: Option<RawDuration>,
+    pub max_concurrent_introspections: Option<usize>,
+    pub send_jwt_header: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSession {
+    pub lifetime: Option<RawDuration>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub level: Option<String>,
+    pub format: Option<String>,
+    pub requests: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawApp {
+    pub name: Option<String>,
+    pub external_host: Option<String>,
+    pub mode: Option<String>,
+    pub cookie_domain: Option<String>,
+    pub skip_path_regex: Option<String>,
+    #[serde(default)]
+    pub allowed_groups: Vec<String>,
+}
+
+/// A duration written as whole seconds (`60`) or with a unit (`90s`, `5m`, `12h`, `7d`).
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum RawDuration {
+    Seconds(u64),
+    Text(String),
+}
+
+impl RawDuration {
+    fn parse(&self) -> Result<Duration, String> {
+        match self {
+            RawDuration::Seconds(s) => Ok(Duration::from_secs(*s)),
+            RawDuration::Text(t) => parse_duration(t),
+        }
+    }
+}
+
+/// Parses `90`, `90s`, `5m`, `12h`, `7d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&t[..i], &t[i..]),
+        None => (t, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration (use e.g. 60, 90s, 5m, 12h, 7d)"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("'{text}' has an unknown unit (use s, m, h or d)")),
+    };
+    n.checked_mul(mult)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("'{text}' is too large"))
+}
+
+/// How the outpost authenticates itself at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Pick from the provider's discovery document (post preferred).
+    Auto,
+    Post,
+    Basic,
+}
+
+/// OIDC client settings, validated.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub issuer: Url,
+    pub client_id: String,
+    pub client_secret: String,
+    pub scopes: Vec<String>,
+    pub client_auth: ClientAuth,
+    pub introspection_cache_ttl: Duration,
+    pub max_concurrent_introspections: usize,
+    pub send_jwt_header: bool,
+}
+
+/// Log output settings.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: String,
+    /// `json`, `text`, or `auto` (JSON unless stderr is a terminal).
+    pub format: String,
+    /// One line per request at INFO.
+    pub requests: bool,
+}
+
+/// The whole standalone configuration, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen_http: SocketAddr,
+    pub listen_metrics: Option<SocketAddr>,
+    pub outpost_name: String,
+    pub secret: Vec<u8>,
+    pub provider: ProviderConfig,
+    pub session_lifetime: Duration,
+    pub trusted_proxies: Vec<IpNet>,
+    pub log: LogConfig,
+    pub apps: Vec<AppSpec>,
+}
+
+impl Config {
+    /// Reads and validates a YAML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::one(format!("cannot read {}: {e}", path.display())))?;
+        Self::from_yaml(&text)
+    }
+
+    /// Parses and validates YAML text.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig =
+            serde_yaml::from_str(text).map_err(|e| ConfigError::one(format!("YAML: {e}")))?;
+        Self::from_raw(raw)
+    }
+
+    /// Validates a raw configuration, collecting every problem.
+    pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
+        let mut p: Vec<String> = Vec::new();
+
+        let listen_http = parse_addr(
+            raw.listen.http.as_deref().unwrap_or("0.0.0.0:9000"),
+            "listen.http",
+            &mut p,
+        );
+        let listen_metrics = match raw.listen.metrics.as_deref() {
+            None => parse_addr("0.0.0.0:9300", "listen.metrics", &mut p),
+            Some("") => None,
+            Some(a) => parse_addr(a, "listen.metrics", &mut p),
+        };
+
+        let secret = match raw.secret.as_deref().map(resolve_indirection) {
+            None => {
+                p.push(format!(
+                    "secret: missing (set at least {MIN_SECRET_LEN} random characters, e.g. `openssl rand -base64 48`)"
+                ));
+                Vec::new()
+            }
+            Some(Err(e)) => {
+                p.push(format!("secret: {e}"));
+                Vec::new()
+            }
+            Some(Ok(s)) if s.trim().len() < MIN_SECRET_LEN => {
+                p.push(format!(
+                    "secret: too short ({} characters; at least {MIN_SECRET_LEN} required)",
+                    s.trim().len()
+                ));
+                Vec::new()
+            }
+            Some(Ok(s)) => s.trim().as_bytes().to_vec(),
+        };
+
+        let provider = validate_provider(raw.provider.unwrap_or_default(), &mut p);
+
+        let session_lifetime = match raw.session.lifetime.as_ref().map(RawDuration::parse) {
+            None => Duration::from_secs(86400),
+            Some(Ok(d)) if d.as_secs() >= 60 => d,
+            Some(Ok(_)) => {
+                p.push("session.lifetime: must be at least 60 seconds".into());
+                Duration::from_secs(86400)
+            }
+            Some(Err(e)) => {
+                p.push(format!("session.lifetime: {e}"));
+                Duration::from_secs(86400)
+            }
+        };
+
+        let trusted_src: Vec<String> = raw.trusted_proxies.unwrap_or_else(|| {
+            DEFAULT_TRUSTED_PROXIES
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        });
+        let mut trusted_proxies = Vec::new();
+        for (i, cidr) in trusted_src.iter().enumerate() {
+            match parse_cidr(cidr) {
+                Some(net) => trusted_proxies.push(net),
+                None => p.push(format!(
+                    "trusted_proxies[{i}]: '{cidr}' is not an IP address or CIDR range"
+                )),
+            }
+        }
+
+        let level = raw.log.level.unwrap_or_else(|| "info".into());
+        if !["trace", "debug", "info", "warn", "warning", "error"].contains(&level.as_str()) {
+            p.push(format!(
+                "log.level: '{level}' is not one of trace, debug, info, warn, error"
+            ));
+        }
+        let format = raw.log.format.unwrap_or_else(|| "auto".into());
+        if !["auto", "json", "text"].contains(&format.as_str()) {
+            p.push(format!(
+                "log.format: '{format}' is not one of auto, json, text"
+            ));
+        }
+
+        if raw.applications.is_empty() {
+            p.push("applications: at least one application is required".into());
+        }
+        let mut apps: Vec<AppSpec> = Vec::new();
+        for (i, app) in raw.applications.into_iter().enumerate() {
+            if let Some(spec) = validate_app(i, app, &mut p) {
+                if let Some(other) = apps.iter().find(|a| a.host_key() == spec.host_key()) {
+                    p.push(format!(
+                        "applications[{i}] ({}): external_host {} is already used by {}",
+                        spec.name,
+                        spec.host_key(),
+                        other.name
+                    ));
+                } else if let Some(other) = apps.iter().find(|a| a.name == spec.name) {
+                    p.push(format!(
+                        "applications[{i}]: name '{}' is already used by another application ({})",
+                        spec.name,
+                        other.host_key()
+                    ));
+                } else {
+                    apps.push(spec);
+                }
+            }
+        }
+
+        match (listen_http, provider, p.is_empty()) {
+            (Some(listen_http), Some(provider), true) => Ok(Config {
+                listen_http,
+                listen_metrics,
+                outpost_name: raw.outpost_name.unwrap_or_else(|| "ak-outpost".into()),
+                secret,
+                provider,
+                session_lifetime,
+                trusted_proxies,
+                log: LogConfig {
+                    level: if level == "warning" {
+                        "warn".into()
+                    } else {
+                        level
+                    },
+                    format,
+                    requests: raw.log.requests.unwrap_or(false),
+                },
+                apps,
+            }),
+            _ => Err(ConfigError { problems: p }),
+        }
+    }
+}
+
+fn parse_addr(text: &str, field: &str, p: &mut Vec<String>) -> Option<SocketAddr> {
+    match text.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            p.push(format!(
+                "{field}: '{text}' is not an address like 0.0.0.0:9000 or [::]:9000"
+            ));
+            None
+        }
+    }
+}
+
+/// Parses `10.0.0.0/8` or a bare address (as a single-host range).
+pub fn parse_cidr(text: &str) -> Option<IpNet> {
+    let t = text.trim();
+    t.parse::<IpNet>()
+        .ok()
+        .or_else(|| t.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+fn validate_provider(raw: RawProvider, p: &mut Vec<String>) -> Option<ProviderConfig> {
+    let start = p.len();
+    let issuer = match raw.issuer.as_deref() {
+        None | Some("") => {
+            p.push("provider.issuer: missing (the OpenID Connect issuer URL)".into());
+            None
+        }
+        Some(s) => match Url::parse(s) {
+            Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host().is_some() => {
+                if u.query().is_some() || u.fragment().is_some() {
+                    p.push(format!(
+                        "provider.issuer: '{s}' must not have a query or fragment"
+                    ));
+                }
+                Some(u)
+            }
+            _ => {
+                p.push(format!("provider.issuer: '{s}' is not an http(s) URL"));
+                None
+            }
+        },
+    };
+    let client_id = match raw.client_id.as_deref().map(resolve_indirection) {
+        None => {
+            p.push("provider.client_id: missing".into());
+            String::new()
+        }
+        Some(Err(e)) => {
+            p.push(format!("provider.client_id: {e}"));
+            String::new()
+        }
+        Some(Ok(s)) if s.trim().is_empty() => {
+            p.push("provider.client_id: empty".into());
+            String::new()
+        }
+        Some(Ok(s)) => s.trim().to_string(),
+    };
+    let client_secret = match raw.client_secret.as_deref().map(resolve_indirection) {
+        None => {
+            p.push("provider.client_secret: missing (the outpost is a confidential client)".into());
+            String::new()
+        }
+        Some(Err(e)) => {
+            p.push(format!("provider.client_secret: {e}"));
+            String::new()
+        }
+        Some(Ok(s)) if s.trim().is_empty() => {
+            p.push("provider.client_secret: empty".into());
+            String::new()
+        }
+        Some(Ok(s)) => s.trim().to_string(),
+    };
+    let scopes = raw
+        .scopes
+        .unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]);
+    if !scopes.iter().any(|s| s == "openid") {
+        p.push("provider.scopes: must include 'openid'".into());
+    }
+    if let Some(bad) = scopes.iter().find(|s| {
+        s.is_empty()
+            || s.chars()
+                .any(|c| c.is_whitespace() || c == '"' || c == '\\')
+    }) {
+        p.push(format!(
+            "provider.scopes: '{bad}' is not a valid scope name"
+        ));
+    }
+    let client_auth = match raw.token_endpoint_auth_method.as_deref() {
+        None | Some("auto") => ClientAuth::Auto,
+        Some("client_secret_post") => ClientAuth::Post,
+        Some("client_secret_basic") => ClientAuth::Basic,
+        Some(other) => {
+            p.push(format!(
+                "provider.token_endpoint_auth_method: '{other}' is not one of auto, client_secret_post, client_secret_basic"
+            ));
+            ClientAuth::Auto
+        }
+    };
+    let ttl = match raw.introspection_cache_ttl.as_ref().map(RawDuration::parse) {
+        None => Duration::from_secs(60),
+        Some(Ok(d)) if d.as_secs() >= 1 && d.as_secs() <= 3600 => d,
+        Some(Ok(_)) => {
+            p.push("provider.introspection_cache_ttl: must be between 1s and 1h".into());
+            Duration::from_secs(60)
+        }
+        Some(Err(e)) => {
+            p.push(format!("provider.introspection_cache_ttl: {e}"));
+            Duration::from_secs(60)
+        }
+    };
+    let max_conc = raw.max_concurrent_introspections.unwrap_or(32);
+    if max_conc == 0 || max_conc > 4096 {
+        p.push("provider.max_concurrent_introspections: must be between 1 and 4096".into());
+    }
+    if p.len() > start {
+        return None;
+    }
+    Some(ProviderConfig {
+        issuer: issuer?,
+        client_id,
+        client_secret,
+        scopes,
+        client_auth,
+        introspection_cache_ttl: ttl,
+        max_concurrent_introspections: max_conc,
+        send_jwt_header: raw.send_jwt_header.unwrap_or(true),
+    })
+}
+
+fn validate_app(i: usize, raw: RawApp, p: &mut Vec<String>) -> Option<AppSpec> {
+    let start = p.len();
+    let name = raw.name.unwrap_or_default();
+    let label = if name.is_empty() {
+        format!("applications[{i}]")
+    } else {
+        format!("applications[{i}] ({name})")
+    };
+    if name.trim().is_empty() {
+        p.push(format!("{label}: name missing"));
+    } else if name.chars().any(|c| c.is_control()) {
+        p.push(format!("{label}: name has control characters"));
+    }
+    let mode = match raw.mode.as_deref() {
+        None | Some("forward_single") => Mode::ForwardSingle,
+        Some("forward_domain") => Mode::ForwardDomain,
+        Some("proxy") => {
+            p.push(format!(
+                "{label}: mode 'proxy' is not supported; use forward_single or forward_domain behind your reverse proxy"
+            ));
+            Mode::ForwardSingle
+        }
+        Some(other) => {
+            p.push(format!(
+                "{label}: mode '{other}' is not one of forward_single, forward_domain"
+            ));
+            Mode::ForwardSingle
+        }
+    };
+    let cookie_domain = raw.cookie_domain.unwrap_or_default();
+    let skip = raw.skip_path_regex.unwrap_or_default();
+    let spec = match raw.external_host.as_deref() {
+        None | Some("") => {
+            p.push(format!("{label}: external_host missing"));
+            None
+        }
+        Some(eh) => match AppSpec::new(
+            name.trim().to_string(),
+            eh,
+            mode,
+            &cookie_domain,
+            &skip,
+            raw.allowed_groups,
+        ) {
+            Ok(spec) => Some(spec),
+            Err(errs) => {
+                for e in errs {
+                    p.push(format!("{label}: {e}"));
+                }
+                None
+            }
+        },
+    };
+    if p.len() > start { None } else { spec }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+secret: "0123456789abcdef0123456789abcdef-long-enough"
+provider:
+  issuer: https://idp.example.com/
+  client_id: outpost
+  client_secret: s3cret
+applications:
+  - name: app
+    external_host: https://app.example.com
+"#;
+
+    #[test]
+    fn minimal_config_is_valid_with_defaults() {
+        let c = Config::from_yaml(GOOD).expect("valid");
+        assert_eq!(c.listen_http.to_string(), "0.0.0.0:9000");
+        assert_eq!(
+            c.listen_metrics.map(|a| a.to_string()).as_deref(),
+            Some("0.0.0.0:9300")
+        );
+        assert_eq!(c.provider.introspection_cache_ttl, Duration::from_secs(60));
+        assert_eq!(c.provider.scopes, vec!["openid", "profile", "email"]);
+        assert_eq!(c.apps.len(), 1);
+        assert_eq!(c.trusted_proxies.len(), DEFAULT_TRUSTED_PROXIES.len());
+    }
+
+    #[test]
+    fn every_problem_is_listed_at_once() {
+        let yaml = r#"
+secret: short
+listen: { http: "nonsense" }
+provider:
+  issuer: ftp://x
+  scopes: [profile]
+  introspection_cache_ttl: 5y
+trusted_proxies: ["10.0.0.0/8", "not-a-cidr"]
+applications:
+  - name: a
+    external_host: "not a url"
+  - name: b
+    external_host: https://b.example.com
+    mode: forward_domain
+  - name: c
+    external_host: https://c.example.com
+    skip_path_regex: "^/ok\n(unclosed"
+"#;
+        let err = Config::from_yaml(yaml).expect_err("invalid");
+        let all = err.problems.join("\n");
+        for needle in [
+            "secret: too short",
+            "listen.http",
+            "provider.issuer",
+            "provider.client_id: missing",
+            "provider.client_secret: missing",
+            "must include 'openid'",
+            "introspection_cache_ttl",
+            "not-a-cidr",
+            "applications[0] (a): external_host",
+            "applications[1] (b): cookie_domain",
+            "applications[2] (c): skip_path_regex line 2",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        assert!(err.problems.len() >= 11, "{all}");
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_apps_are_errors() {
+        let err = Config::from_yaml("secret: x\nbogus: 1\n").expect_err("invalid");
+        assert!(err.problems[0].contains("bogus"), "{:?}", err.problems);
+        let err = Config::from_yaml(
+            "secret: 0123456789abcdef0123456789abcdef\nprovider: {issuer: 'https://i', client_id: a, client_secret: b}\n",
+        )
+        .expect_err("invalid");
+        assert!(
+            err.problems
+                .iter()
+                .any(|p| p.contains("at least one application"))
+        );
+    }
+
+    #[test]
+    fn duplicate_hosts_are_rejected() {
+        let yaml =
+            format!("{GOOD}  - name: app2\n    external_host: https://app.example.com/other\n");
+        let err = Config::from_yaml(&yaml).expect_err("invalid");
+        assert!(
+            err.problems.iter().any(|p| p.contains("already used")),
+            "{:?}",
+            err.problems
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86400));
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("-5s").is_err());
+    }
+
+    #[test]
+    fn cidrs() {
+        assert!(parse_cidr("10.0.0.0/8").is_some());
+        assert!(parse_cidr("192.168.1.1").is_some());
+        assert!(parse_cidr("::1").is_some());
+        assert!(parse_cidr("10.0.0.0/33").is_none());
+        assert!(parse_cidr("example.com").is_none());
+    }
+}

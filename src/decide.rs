@@ -1,0 +1,221 @@
+//! The decision: a pure function of the parsed request, what is known about the session, the
+//! application and the time. No I/O; `respond` renders the result.
+
+use crate::app::AppSpec;
+use crate::request::{AuthRequest, ForwardError};
+use crate::session::Session;
+
+/// What the session check (unseal, renew, introspect) found.
+#[derive(Debug)]
+pub enum SessionCheck {
+    /// No session cookie.
+    None,
+    /// A cookie that is unreadable, expired, revoked or inactive: "not authenticated", and the
+    /// cookie should be cleared.
+    Invalid,
+    /// A live session; `renewed` means its tokens changed and the cookie must be rewritten.
+    Valid {
+        session: Box<Session>,
+        renewed: bool,
+    },
+    /// The provider cannot be reached to verify the session.
+    Unverifiable,
+}
+
+/// The answer to a forward-auth check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Authenticated and authorised: 200 with identity headers.
+    Allow,
+    /// An unauthenticated request for a skip path: 200 without identity headers.
+    Anonymous,
+    /// Not authenticated: 401 for nginx and API clients, a login redirect for browsers.
+    Login,
+    /// Authenticated but not in an allowed group.
+    Forbidden,
+    /// The provider is unreachable and the session cannot be verified.
+    Unavailable,
+    /// The reverse proxy did not say which URL it is asking about.
+    Misconfigured,
+}
+
+/// Decides a forward-auth check.
+pub fn decide(req: &AuthRequest, check: &SessionCheck, app: &AppSpec, now: i64) -> Decision {
+    let url = match &req.original {
+        Ok(u) => Some(u),
+        Err(ForwardError::Missing | ForwardError::Unparsable) => return Decision::Misconfigured,
+        // Forwarding headers of an untrusted peer are ignored: no URL, so no skip paths.
+        Err(ForwardError::Untrusted) => None,
+    };
+    let skipped = url.is_some_and(|u| app.is_skipped(u));
+    match check {
+        SessionCheck::Valid { session, .. } if session.expires_at > now => {
+            if app.allows_groups(&session.identity.groups) {
+                Decision::Allow
+            } else if skipped {
+                Decision::Anonymous
+            } else {
+                Decision::Forbidden
+            }
+        }
+        _ if skipped => Decision::Anonymous,
+        SessionCheck::Unverifiable => Decision::Unavailable,
+        _ => Decision::Login,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::Mode;
+    use crate::request::Flavour;
+    use crate::session::Identity;
+    use url::Url;
+
+    fn app(groups: &[&str]) -> AppSpec {
+        AppSpec::new(
+            "app".into(),
+            "https://app.example.com",
+            Mode::ForwardSingle,
+            "",
+            "^/public/",
+            groups.iter().map(|s| s.to_string()).collect(),
+        )
+        .unwrap()
+    }
+
+    fn req(url: Result<&str, ForwardError>) -> AuthRequest {
+        AuthRequest {
+            flavour: Flavour::Nginx,
+            original: url.map(|u| Url::parse(u).unwrap()),
+            navigation: true,
+        }
+    }
+
+    fn valid(groups: &[&str], expires_at: i64) -> SessionCheck {
+        SessionCheck::Valid {
+            session: Box::new(Session {
+                version: 1,
+                identity: Identity {
+                    sub: "u".into(),
+                    groups: groups.iter().map(|s| s.to_string()).collect(),
+                    ..Default::default()
+                },
+                access_token: "t".into(),
+                access_expires_at: expires_at,
+                access_issued_at: 0,
+                refresh_token: None,
+                id_token: None,
+                expires_at,
+            }),
+            renewed: false,
+        }
+    }
+
+    #[test]
+    fn table() {
+        use Decision::*;
+        let private = Ok("https://app.example.com/private");
+        let public = Ok("https://app.example.com/public/x");
+        let sneaky = Ok("https://app.example.com/public/../private");
+        let cases: Vec<(&str, AuthRequest, SessionCheck, &[&str], Decision)> = vec![
+            ("no cookie", req(private), SessionCheck::None, &[], Login),
+            (
+                "bad cookie",
+                req(private),
+                SessionCheck::Invalid,
+                &[],
+                Login,
+            ),
+            ("valid", req(private), valid(&[], 2000), &[], Allow),
+            ("expired session", req(private), valid(&[], 999), &[], Login),
+            (
+                "skip path, no cookie",
+                req(public),
+                SessionCheck::None,
+                &[],
+                Anonymous,
+            ),
+            (
+                "skip path, bad cookie",
+                req(public),
+                SessionCheck::Invalid,
+                &[],
+                Anonymous,
+            ),
+            (
+                "dot-segment escape",
+                req(sneaky),
+                SessionCheck::None,
+                &[],
+                Login,
+            ),
+            (
+                "provider down",
+                req(private),
+                SessionCheck::Unverifiable,
+                &[],
+                Unavailable,
+            ),
+            (
+                "provider down, skip path",
+                req(public),
+                SessionCheck::Unverifiable,
+                &[],
+                Anonymous,
+            ),
+            (
+                "group ok",
+                req(private),
+                valid(&["admins", "x"], 2000),
+                &["admins"],
+                Allow,
+            ),
+            (
+                "group missing",
+                req(private),
+                valid(&["users"], 2000),
+                &["admins"],
+                Forbidden,
+            ),
+            (
+                "group missing, skip path",
+                req(public),
+                valid(&["users"], 2000),
+                &["admins"],
+                Anonymous,
+            ),
+            (
+                "no url",
+                req(Err(ForwardError::Missing)),
+                valid(&[], 2000),
+                &[],
+                Misconfigured,
+            ),
+            (
+                "bad url",
+                req(Err(ForwardError::Unparsable)),
+                SessionCheck::None,
+                &[],
+                Misconfigured,
+            ),
+            (
+                "untrusted, valid",
+                req(Err(ForwardError::Untrusted)),
+                valid(&[], 2000),
+                &[],
+                Allow,
+            ),
+            (
+                "untrusted, none",
+                req(Err(ForwardError::Untrusted)),
+                SessionCheck::None,
+                &[],
+                Login,
+            ),
+        ];
+        for (name, r, check, groups, want) in cases {
+            assert_eq!(decide(&r, &check, &app(groups), 1000), want, "{name}");
+        }
+    }
+}

@@ -1,0 +1,605 @@
+//! Endpoint handlers. Each one parses its input, does the I/O it needs (session check, token
+//! calls), and hands the outcome to `respond`; the forward-auth verdict itself comes from the
+//! pure `decide`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{HeaderMap, USER_AGENT};
+use http::request::Parts;
+use http::{Response, StatusCode};
+use url::Url;
+
+use crate::app::Application;
+use crate::decide::{Decision, SessionCheck, decide};
+use crate::login::{
+    BINDING_TTL_SECS, LoginState, MAX_ATTEMPTS, StateError, binding_cookie_name, binding_hash,
+    is_binding_value,
+};
+use crate::oidc::{OidcError, RefreshOutcome, pkce_pair, random_token, unix_now};
+use crate::outpost::{Outpost, Runtime};
+use crate::paths::{CALLBACK_SIGNATURE, LOGOUT_SIGNATURE, Route, START_PATH};
+use crate::redirect::{RedirectTarget, rd_from_query};
+use crate::request::{AuthRequest, Flavour, request_host};
+use crate::respond::{self, Body};
+use crate::session::{
+    CookieState, Identity, Session, SessionCookies, clear_session_cookies, cookie_header,
+    open_session, read_cookie, read_session_cookies, session_set_cookies,
+};
+
+/// What the request log line reports, attached to the response as an extension.
+#[derive(Debug, Clone, Default)]
+pub struct LogInfo {
+    pub app: String,
+    pub outcome: &'static str,
+    pub user: String,
+}
+
+/// Per-request context.
+struct Ctx<'a> {
+    outpost: &'a Outpost,
+    rt: &'a Runtime,
+    trusted: bool,
+}
+
+/// Answers one request on the HTTP listener.
+pub async fn handle(outpost: &Outpost, parts: Parts, peer: SocketAddr) -> Response<Body> {
+    let route = Route::from_path(parts.uri.path());
+    match route {
+        Route::Ping => return respond::empty(StatusCode::NO_CONTENT),
+        Route::Ready => return ready(outpost),
+        _ => {}
+    }
+    let rt = outpost.runtime();
+    let trusted = rt.settings.is_trusted(peer.ip());
+    let host = request_host(&parts, trusted).unwrap_or_default();
+    let Some(app) = rt.apps.lookup(host).cloned() else {
+        tracing::info!(host, "no application for this host");
+        return with_log(respond::no_app(host), "", "no_app", "");
+    };
+    let ctx = Ctx {
+        outpost,
+        rt: &rt,
+        trusted,
+    };
+    let query = parts.uri.query().unwrap_or_default();
+    // Like authentik, a callback or sign-out signature in the query wins over the path, except
+    // on the forward-auth checks, whose own query is not the user's.
+    if !matches!(
+        route,
+        Route::Auth(Flavour::Nginx | Flavour::Traefik | Flavour::Caddy)
+    ) {
+        match signature(query) {
+            Some(Signature::Callback) => return callback(&ctx, &app, &parts.headers, query).await,
+            Some(Signature::Logout) => return sign_out(&app, &parts.headers).await,
+            None => {}
+        }
+    }
+    match route {
+        Route::Start => start(&app, &parts.headers, query),
+        Route::Callback => callback(&ctx, &app, &parts.headers, query).await,
+        Route::SignOut => sign_out(&app, &parts.headers).await,
+        Route::Auth(flavour) => auth(&ctx, &app, &parts, flavour).await,
+        _ => respond::text(StatusCode::NOT_FOUND, "404 page not found"),
+    }
+}
+
+fn with_log(mut r: Response<Body>, app: &str, outcome: &'static str, user: &str) -> Response<Body> {
+    r.extensions_mut().insert(LogInfo {
+        app: app.to_string(),
+        outcome,
+        user: user.to_string(),
+    });
+    r
+}
+
+fn ready(outpost: &Outpost) -> Response<Body> {
+    match outpost.ready() {
+        Ok(()) => respond::text(StatusCode::OK, "ready"),
+        Err(reason) => respond::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("not ready: {reason}"),
+        ),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Signature {
+    Callback,
+    Logout,
+}
+
+fn signature(query: &str) -> Option<Signature> {
+    if query.is_empty() {
+        return None;
+    }
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if v.eq_ignore_ascii_case("true") {
+            if k == CALLBACK_SIGNATURE {
+                return Some(Signature::Callback);
+            }
+            if k == LOGOUT_SIGNATURE {
+                return Some(Signature::Logout);
+            }
+        }
+    }
+    None
+}
+
+/// The forward-auth check.
+async fn auth(
+    ctx: &Ctx<'_>,
+    app: &Arc<Application>,
+    parts: &Parts,
+    flavour: Flavour,
+) -> Response<Body> {
+    let req = AuthRequest::parse(flavour, parts, ctx.trusted);
+    if matches!(flavour, Flavour::Traefik | Flavour::Caddy) {
+        if let Ok(u) = &req.original {
+            match signature(u.query().unwrap_or_default()) {
+                Some(Signature::Callback) => {
+                    return callback(ctx, app, &parts.headers, u.query().unwrap_or_default()).await;
+                }
+                Some(Signature::Logout) => return sign_out(app, &parts.headers).await,
+                None => {}
+            }
+        }
+    }
+    let cookies = read_session_cookies(&parts.headers, &app.cookie_name);
+    let now = unix_now();
+    let check = check_session(app, &cookies, now).await;
+    let decision = decide(&req, &check, &app.spec, now);
+    let name = app.spec.name.as_str();
+    let mut resp = match (&decision, &check) {
+        (Decision::Allow, SessionCheck::Valid { session, renewed }) => {
+            let mut r = respond::empty(StatusCode::OK);
+            if *renewed {
+                // The session cookie must be the first Set-Cookie: nginx copies only that one.
+                respond::add_cookies(
+                    &mut r,
+                    session_set_cookies(app, session, now, cookies.chunks_sent),
+                );
+            }
+            respond::identity_headers(
+                r.headers_mut(),
+                app,
+                session,
+                &ctx.rt.settings.outpost_name,
+                ctx.rt.settings.send_jwt_header,
+                parts.headers.get(USER_AGENT),
+            );
+            return with_log(r, name, "allow", &session.identity.username);
+        }
+        (Decision::Allow, _) => respond::unauthorized(),
+        (Decision::Anonymous, _) => respond::empty(StatusCode::OK),
+        (Decision::Login, _) => {
+            if flavour == Flavour::Nginx || !req.navigation {
+                respond::unauthorized()
+            } else {
+                let target = req
+                    .original
+                    .as_ref()
+                    .ok()
+                    .and_then(|u| RedirectTarget::check(u.clone(), &app.spec))
+                    .unwrap_or_else(|| RedirectTarget::home(&app.spec));
+                start_login(app, &parts.headers, target, 0)
+            }
+        }
+        (Decision::Forbidden, SessionCheck::Valid { session, .. }) => {
+            let user = session.identity.username.clone();
+            let r = respond::error_page(
+                StatusCode::FORBIDDEN,
+                "Access denied",
+                &format!(
+                    "You are signed in as {user}, but your account is not allowed to use {name}."
+                ),
+            );
+            return with_log(r, name, "forbidden", &user);
+        }
+        (Decision::Forbidden, _) => respond::unauthorized(),
+        (Decision::Unavailable, _) => respond::unavailable(
+            &app.oidc
+                .not_ready_reason()
+                .unwrap_or_else(|| "provider error".into()),
+        ),
+        (Decision::Misconfigured, _) => {
+            tracing::warn!(
+                app = name,
+                flavour = flavour.as_str(),
+                "reverse proxy sent no usable original URL (X-Original-URL / X-Forwarded-*)"
+            );
+            respond::text(StatusCode::INTERNAL_SERVER_ERROR, "configuration error")
+        }
+    };
+    if matches!(check, SessionCheck::Invalid) {
+        respond::add_cookies(&mut resp, clear_session_cookies(app, cookies.chunks_sent));
+    }
+    let outcome = match decision {
+        Decision::Allow => "allow",
+        Decision::Anonymous => "skip",
+        Decision::Login => "unauthenticated",
+        Decision::Forbidden => "forbidden",
+        Decision::Unavailable => "unavailable",
+        Decision::Misconfigured => "misconfigured",
+    };
+    with_log(resp, name, outcome, "")
+}
+
+/// Opens the session cookie and checks it upstream: renews tokens when they are about to
+/// expire, otherwise asks the (cached) introspection whether the access token is still live.
+async fn check_session(app: &Application, cookies: &SessionCookies, now: i64) -> SessionCheck {
+    let mut session = match open_session(app, cookies, now) {
+        CookieState::Absent => return SessionCheck::None,
+        CookieState::Invalid => return SessionCheck::Invalid,
+        CookieState::Present(s) => s,
+    };
+    if session.needs_renewal(now) {
+        match session.refresh_token.clone() {
+            Some(rt) => match app.oidc.refresh(&rt).await {
+                Ok(RefreshOutcome::Renewed(t)) => {
+                    session.access_token = t.access_token;
+                    session.access_expires_at = t.expires_at;
+                    session.access_issued_at = now;
+                    session.refresh_token = t.refresh_token;
+                    if t.id_token.is_some() {
+                        session.id_token = t.id_token;
+                    }
+                    return SessionCheck::Valid {
+                        session,
+                        renewed: true,
+                    };
+                }
+                Ok(RefreshOutcome::Rejected) => return SessionCheck::Invalid,
+                Err(e) => {
+                    tracing::warn!(error = %e, "token renewal failed");
+                    if session.access_expires_at <= now {
+                        return SessionCheck::Unverifiable;
+                    }
+                }
+            },
+            None if session.access_expires_at <= now => return SessionCheck::Invalid,
+            None => {}
+        }
+    }
+    match app
+        .oidc
+        .check_token(&session.access_token, session.access_expires_at, now)
+        .await
+    {
+        Ok(true) => SessionCheck::Valid {
+            session,
+            renewed: false,
+        },
+        Ok(false) => SessionCheck::Invalid,
+        Err(e) => {
+            tracing::warn!(error = %e, "token check failed");
+            SessionCheck::Unverifiable
+        }
+    }
+}
+
+/// `/start`: begin a login that returns to `rd`.
+fn start(app: &Application, headers: &HeaderMap, query: &str) -> Response<Body> {
+    let rd = rd_from_query(query);
+    let attempt = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "attempt")
+        .and_then(|(_, v)| v.parse::<u8>().ok())
+        .unwrap_or(0)
+        .min(MAX_ATTEMPTS);
+    let target = RedirectTarget::parse_or_home(rd.as_deref(), &app.spec);
+    with_log(
+        start_login(app, headers, target, attempt),
+        &app.spec.name,
+        "start",
+        "",
+    )
+}
+
+fn state_aad(app: &Application) -> Vec<u8> {
+    format!("{}/state", app.cookie_name).into_bytes()
+}
+
+/// Redirects the browser to the provider, with a fresh sealed state bound to this browser.
+fn start_login(
+    app: &Application,
+    headers: &HeaderMap,
+    target: RedirectTarget,
+    attempt: u8,
+) -> Response<Body> {
+    let binding_name = binding_cookie_name(&app.cookie_name);
+    // Reuse the browser's binding so logins in several tabs do not undo each other.
+    let binding = read_cookie(headers, &binding_name)
+        .filter(|v| is_binding_value(v))
+        .map(str::to_string)
+        .unwrap_or_else(|| random_token(32));
+    let (verifier, challenge) = pkce_pair();
+    let state = LoginState {
+        id: random_token(16),
+        binding: binding_hash(&binding),
+        verifier,
+        nonce: random_token(16),
+        redirect: target.as_str().to_string(),
+        issued_at: unix_now(),
+        attempt,
+    };
+    let sealed = state.seal(&app.sealer, &state_aad(app));
+    match app
+        .oidc
+        .authorize_url(&app.spec.redirect_uri, &sealed, &state.nonce, &challenge)
+    {
+        Ok(url) => {
+            let mut r = respond::redirect(url.as_str());
+            respond::add_cookies(
+                &mut r,
+                cookie_header(app, &binding_name, &binding, Some(BINDING_TTL_SECS))
+                    .into_iter()
+                    .collect(),
+            );
+            r
+        }
+        Err(e) => respond::unavailable(&e.to_string()),
+    }
+}
+
+/// Sends the browser back to `/start` after a callback that cannot complete, or gives up
+/// with an explanation once it has tried a few times (no endless loops).
+fn restart(app: &Application, target: &str, attempt: u8, why: &str) -> Response<Body> {
+    tracing::info!(app = %app.spec.name, attempt, reason = why, "restarting login");
+    if attempt >= MAX_ATTEMPTS {
+        return respond::error_page(
+            StatusCode::BAD_REQUEST,
+            "Login could not be completed",
+            "The login did not complete after several attempts. Please make sure your browser accepts cookies for this site, then open the application again.",
+        );
+    }
+    let target = RedirectTarget::parse_or_home(Some(target), &app.spec);
+    let mut u: Url = app.spec.external_host.clone();
+    let base = app
+        .spec
+        .external_host
+        .path()
+        .trim_end_matches('/')
+        .to_string();
+    u.set_path(&format!("{base}{START_PATH}"));
+    u.query_pairs_mut()
+        .append_pair("rd", target.as_str())
+        .append_pair("attempt", &attempt.to_string());
+    respond::redirect(u.as_str())
+}
+
+/// `/callback`: finish the login.
+async fn callback(
+    ctx: &Ctx<'_>,
+    app: &Application,
+    headers: &HeaderMap,
+    query: &str,
+) -> Response<Body> {
+    let name = app.spec.name.as_str();
+    let mut state_param = None;
+    let mut code = None;
+    let mut error = None;
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "state" => state_param = Some(v.into_owned()),
+            "code" => code = Some(v.into_owned()),
+            "error" => error = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    let home = app.spec.external_host.as_str().to_string();
+    let now = unix_now();
+    let binding = read_cookie(headers, &binding_cookie_name(&app.cookie_name));
+    let st = match state_param
+        .as_deref()
+        .map(|s| LoginState::open(&app.sealer, &state_aad(app), s, binding, now))
+    {
+        None => {
+            return with_log(
+                restart(app, &home, MAX_ATTEMPTS - 1, "callback without state"),
+                name,
+                "restart",
+                "",
+            );
+        }
+        Some(Err(StateError::Unreadable)) => {
+            return with_log(
+                restart(app, &home, MAX_ATTEMPTS - 1, "unreadable state"),
+                name,
+                "restart",
+                "",
+            );
+        }
+        Some(Err(StateError::Expired(st))) => {
+            return with_log(
+                restart(app, &st.redirect, st.attempt + 1, "state expired"),
+                name,
+                "restart",
+                "",
+            );
+        }
+        Some(Err(StateError::WrongBrowser(st))) => {
+            return with_log(
+                restart(
+                    app,
+                    &st.redirect,
+                    st.attempt + 1,
+                    "login started in another browser or cookie missing",
+                ),
+                name,
+                "restart",
+                "",
+            );
+        }
+        Some(Ok(st)) => st,
+    };
+    if !ctx.outpost.claim_state(&st.id) {
+        // A replayed callback: harmless if this browser is already logged in.
+        let cookies = read_session_cookies(headers, &app.cookie_name);
+        if let CookieState::Present(_) = open_session(app, &cookies, now) {
+            return with_log(respond::redirect(&st.redirect), name, "replay", "");
+        }
+        return with_log(
+            restart(app, &st.redirect, st.attempt + 1, "state already used"),
+            name,
+            "restart",
+            "",
+        );
+    }
+    if let Some(err) = error {
+        let (status, msg) = if err == "access_denied" {
+            (
+                StatusCode::FORBIDDEN,
+                "The identity provider denied access.".to_string(),
+            )
+        } else {
+            (
+                StatusCode::UNAUTHORIZED,
+                format!("The identity provider could not log you in ({err})."),
+            )
+        };
+        return with_log(
+            respond::error_page(status, "Login failed", &msg),
+            name,
+            "idp_error",
+            "",
+        );
+    }
+    let Some(code) = code else {
+        return with_log(
+            restart(app, &st.redirect, st.attempt + 1, "callback without code"),
+            name,
+            "restart",
+            "",
+        );
+    };
+    let tokens = match app
+        .oidc
+        .exchange_code(&code, &app.spec.redirect_uri, &st.verifier)
+        .await
+    {
+        Ok(t) => t,
+        Err(OidcError::Rejected(e)) => {
+            return with_log(
+                restart(
+                    app,
+                    &st.redirect,
+                    st.attempt + 1,
+                    &format!("code rejected: {e}"),
+                ),
+                name,
+                "restart",
+                "",
+            );
+        }
+        Err(e @ (OidcError::NotReady(_) | OidcError::Transport(_))) => {
+            tracing::warn!(app = name, error = %e, "code exchange failed");
+            return respond::unavailable(&e.to_string());
+        }
+        Err(e) => {
+            tracing::warn!(app = name, error = %e, "code exchange failed");
+            return respond::error_page(
+                StatusCode::BAD_GATEWAY,
+                "Login failed",
+                "The identity provider returned an unexpected answer. Please try again.",
+            );
+        }
+    };
+    let Some(id_token) = tokens.id_token.as_deref() else {
+        tracing::warn!(
+            app = name,
+            "provider returned no ID token; is the 'openid' scope granted?"
+        );
+        return respond::error_page(
+            StatusCode::BAD_GATEWAY,
+            "Login failed",
+            "The identity provider returned no ID token.",
+        );
+    };
+    let claims = match app.oidc.verify_id_token(id_token, Some(&st.nonce)).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(app = name, error = %e, "ID token rejected");
+            return with_log(
+                restart(app, &st.redirect, st.attempt + 1, "ID token rejected"),
+                name,
+                "restart",
+                "",
+            );
+        }
+    };
+    let Some(mut identity) = Identity::from_claims(&claims) else {
+        return respond::error_page(
+            StatusCode::BAD_GATEWAY,
+            "Login failed",
+            "The ID token names no subject.",
+        );
+    };
+    match app.oidc.userinfo(&tokens.access_token).await {
+        Ok(info) => identity.merge_userinfo(&info),
+        Err(e) => tracing::debug!(error = %e, "userinfo not used"),
+    }
+    let session = Session::new(
+        identity,
+        &tokens,
+        now,
+        ctx.rt.settings.session_lifetime.as_secs() as i64,
+    );
+    let cookies = read_session_cookies(headers, &app.cookie_name);
+    let mut r = respond::redirect(&st.redirect);
+    respond::add_cookies(
+        &mut r,
+        session_set_cookies(app, &session, now, cookies.chunks_sent),
+    );
+    tracing::info!(app = name, user = %session.identity.username, "login");
+    with_log(r, name, "login", &session.identity.username)
+}
+
+/// `/sign_out`: end the session here and at the provider.
+async fn sign_out(app: &Application, headers: &HeaderMap) -> Response<Body> {
+    let cookies = read_session_cookies(headers, &app.cookie_name);
+    let now = unix_now();
+    let mut user = String::new();
+    let location = match open_session(app, &cookies, now) {
+        CookieState::Present(s) => {
+            user = s.identity.username.clone();
+            if let Some(rt) = &s.refresh_token {
+                app.oidc.revoke(rt, "refresh_token").await;
+            }
+            app.oidc.revoke(&s.access_token, "access_token").await;
+            app.oidc.forget_token(&s.access_token).await;
+            app.oidc.end_session_url(s.id_token.as_deref())
+        }
+        _ => app.oidc.end_session_url(None),
+    };
+    let location = location
+        .map(|u| u.to_string())
+        .unwrap_or_else(|| app.spec.external_host.to_string());
+    let mut r = respond::redirect(&location);
+    respond::add_cookies(&mut r, clear_session_cookies(app, cookies.chunks_sent));
+    respond::add_cookies(
+        &mut r,
+        cookie_header(app, &binding_cookie_name(&app.cookie_name), "", Some(0))
+            .into_iter()
+            .collect(),
+    );
+    with_log(r, &app.spec.name, "sign_out", &user)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures() {
+        assert_eq!(
+            signature("X-authentik-auth-callback=true&code=1"),
+            Some(Signature::Callback)
+        );
+        assert_eq!(
+            signature("a=1&X-authentik-logout=TRUE"),
+            Some(Signature::Logout)
+        );
+        assert_eq!(signature("X-authentik-auth-callback=false"), None);
+        assert_eq!(signature(""), None);
+    }
+}

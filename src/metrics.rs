@@ -1,0 +1,167 @@
+//! Prometheus metrics on the metrics listener, with authentik's metric names: a request
+//! duration histogram by endpoint type, plus liveness and readiness on the same listener.
+//! Counters are plain atomics: no lock and no allocation on the request path.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::request::Parts;
+use http::{Response, StatusCode};
+
+use crate::handlers::LogInfo;
+use crate::outpost::Outpost;
+use crate::paths::{METRICS_PATH, PING_PATH, PREFIX, READY_PATH};
+use crate::respond::{self, Body};
+
+/// Prometheus client default buckets, in seconds.
+const BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+struct Histogram {
+    buckets: [AtomicU64; 11],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    const fn new() -> Histogram {
+        Histogram {
+            buckets: [const { AtomicU64::new(0) }; 11],
+            count: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+// Process-wide by nature: one set of counters per process, like a Prometheus registry.
+static APP: Histogram = Histogram::new();
+static PING: Histogram = Histogram::new();
+static STATUS_2XX: AtomicU64 = AtomicU64::new(0);
+static STATUS_4XX: AtomicU64 = AtomicU64::new(0);
+static STATUS_5XX: AtomicU64 = AtomicU64::new(0);
+
+/// Records one request.
+pub fn observe(path: &str, status: StatusCode, d: Duration) {
+    if path.starts_with(PING_PATH) {
+        PING.observe(d);
+    } else {
+        APP.observe(d);
+    }
+    match status.as_u16() {
+        200..=399 => STATUS_2XX.fetch_add(1, Ordering::Relaxed),
+        400..=499 => STATUS_4XX.fetch_add(1, Ordering::Relaxed),
+        _ => STATUS_5XX.fetch_add(1, Ordering::Relaxed),
+    };
+}
+
+/// Serves the metrics listener.
+pub fn handle(outpost: &Outpost, parts: &Parts) -> Response<Body> {
+    let path = parts.uri.path();
+    let mut r = if path == METRICS_PATH {
+        let mut r = respond::text(StatusCode::OK, &render(outpost));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        r
+    } else if path.starts_with(PING_PATH) {
+        respond::empty(StatusCode::NO_CONTENT)
+    } else if path == READY_PATH || path == "/ready" {
+        match outpost.ready() {
+            Ok(()) => respond::text(StatusCode::OK, "ready"),
+            Err(e) => respond::text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {e}")),
+        }
+    } else if path.starts_with(PREFIX) || path == "/" {
+        respond::text(StatusCode::NOT_FOUND, "404 page not found")
+    } else {
+        respond::text(StatusCode::NOT_FOUND, "404 page not found")
+    };
+    r.extensions_mut().remove::<LogInfo>();
+    r
+}
+
+fn render(outpost: &Outpost) -> String {
+    let rt = outpost.runtime();
+    let name = escape_label(&rt.settings.outpost_name);
+    let mut out = String::with_capacity(4096);
+    out.push_str(
+        "# HELP authentik_outpost_proxy_request_duration_seconds Proxy request duration\n",
+    );
+    out.push_str("# TYPE authentik_outpost_proxy_request_duration_seconds histogram\n");
+    for (ty, h) in [("app", &APP), ("ping", &PING)] {
+        let labels = format!("outpost_name=\"{name}\",type=\"{ty}\"");
+        for (i, b) in BUCKETS.iter().enumerate() {
+            out.push_str(&format!(
+                "authentik_outpost_proxy_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}\n",
+                h.buckets[i].load(Ordering::Relaxed)
+            ));
+        }
+        let count = h.count.load(Ordering::Relaxed);
+        out.push_str(&format!(
+            "authentik_outpost_proxy_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}\n"
+        ));
+        out.push_str(&format!(
+            "authentik_outpost_proxy_request_duration_seconds_sum{{{labels}}} {}\n",
+            h.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        ));
+        out.push_str(&format!(
+            "authentik_outpost_proxy_request_duration_seconds_count{{{labels}}} {count}\n"
+        ));
+    }
+    out.push_str("# HELP ak_outpost_responses_total Responses by status class\n");
+    out.push_str("# TYPE ak_outpost_responses_total counter\n");
+    for (class, c) in [
+        ("2xx", &STATUS_2XX),
+        ("4xx", &STATUS_4XX),
+        ("5xx", &STATUS_5XX),
+    ] {
+        out.push_str(&format!(
+            "ak_outpost_responses_total{{outpost_name=\"{name}\",class=\"{class}\"}} {}\n",
+            c.load(Ordering::Relaxed)
+        ));
+    }
+    out.push_str(
+        "# HELP authentik_outpost_info Outpost info\n# TYPE authentik_outpost_info gauge\n",
+    );
+    out.push_str(&format!(
+        "authentik_outpost_info{{outpost_name=\"{name}\",outpost_type=\"proxy\",version=\"{}\"}} 1\n",
+        env!("CARGO_PKG_VERSION")
+    ));
+    out.push_str("# HELP ak_outpost_provider_ready Whether every identity provider is usable\n");
+    out.push_str("# TYPE ak_outpost_provider_ready gauge\n");
+    out.push_str(&format!(
+        "ak_outpost_provider_ready{{outpost_name=\"{name}\"}} {}\n",
+        u8::from(outpost.ready().is_ok())
+    ));
+    let cached: u64 = rt
+        .apps
+        .iter()
+        .next()
+        .map(|a| a.oidc.cached_checks())
+        .unwrap_or(0);
+    out.push_str("# HELP ak_outpost_token_cache_entries Cached token checks\n");
+    out.push_str("# TYPE ak_outpost_token_cache_entries gauge\n");
+    out.push_str(&format!(
+        "ak_outpost_token_cache_entries{{outpost_name=\"{name}\"}} {cached}\n"
+    ));
+    out
+}
+
+fn escape_label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

@@ -1,0 +1,153 @@
+//! Shared state: the current [`Runtime`] (applications and settings), swapped atomically on
+//! reload, plus the few process-wide caches. Requests take an `Arc` snapshot and never block
+//! a reload, nor see half of one.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use ipnet::IpNet;
+
+use crate::app::{AppExtras, AppSet, Application, cookie_name};
+use crate::config::Config;
+use crate::login::STATE_TTL_SECS;
+use crate::oidc::{ClientSettings, OidcClient};
+use crate::seal::Sealer;
+
+/// Settings that apply to every application.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub outpost_name: String,
+    pub trusted_proxies: Vec<IpNet>,
+    pub session_lifetime: Duration,
+    pub send_jwt_header: bool,
+    pub log_requests: bool,
+}
+
+impl Settings {
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6)),
+            v4 => v4,
+        };
+        self.trusted_proxies.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// One consistent configuration.
+pub struct Runtime {
+    pub apps: AppSet,
+    pub settings: Settings,
+}
+
+/// Everything the request handlers share.
+pub struct Outpost {
+    runtime: ArcSwap<Runtime>,
+    /// Login states already used in this process (replay protection).
+    used_states: moka::sync::Cache<String, ()>,
+}
+
+impl Outpost {
+    pub fn new(runtime: Runtime) -> Outpost {
+        Outpost {
+            runtime: ArcSwap::from_pointee(runtime),
+            used_states: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(STATE_TTL_SECS as u64 + 60))
+                .build(),
+        }
+    }
+
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// Replaces the configuration atomically.
+    pub fn swap(&self, runtime: Runtime) {
+        self.runtime.store(Arc::new(runtime));
+    }
+
+    /// Marks a login state used; false if it already was.
+    pub fn claim_state(&self, id: &str) -> bool {
+        let entry = self.used_states.entry(id.to_string()).or_insert(());
+        entry.is_fresh()
+    }
+
+    /// Whether every provider is usable.
+    pub fn ready(&self) -> Result<(), String> {
+        let rt = self.runtime();
+        for app in rt.apps.iter() {
+            if let Some(reason) = app.oidc.not_ready_reason() {
+                return Err(format!("{}: {reason}", app.spec.name));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Runtime {
+    /// Builds applications from a standalone configuration, reusing `previous`'s OIDC client
+    /// when the provider settings did not change (keeps caches and readiness across reloads).
+    pub fn from_config(cfg: &Config, previous: Option<&Runtime>) -> Runtime {
+        let p = &cfg.provider;
+        let settings = ClientSettings {
+            issuer: p.issuer.clone(),
+            client_id: p.client_id.clone(),
+            client_secret: p.client_secret.clone(),
+            scopes: p.scopes.clone(),
+            client_auth: p.client_auth,
+            cache_ttl: p.introspection_cache_ttl,
+            max_concurrent_checks: p.max_concurrent_introspections,
+        };
+        let reusable = previous
+            .and_then(|r| r.apps.iter().next())
+            .map(|a| Arc::clone(&a.oidc))
+            .filter(|o| same_client(&o.settings, &settings));
+        let oidc = reusable.unwrap_or_else(|| {
+            let c = Arc::new(OidcClient::new(settings, OidcClient::http_client(false)));
+            c.spawn_discovery();
+            c
+        });
+        let sealer = Arc::new(Sealer::new(&cfg.secret, "session"));
+        let cookie = cookie_name(&p.client_id);
+        let apps = cfg
+            .apps
+            .iter()
+            .map(|spec| {
+                Arc::new(Application {
+                    spec: spec.clone(),
+                    oidc: Arc::clone(&oidc),
+                    sealer: Arc::clone(&sealer),
+                    cookie_name: cookie.clone(),
+                    provider_name: spec.name.clone(),
+                    app_slug: spec.name.clone(),
+                    extras: AppExtras::default(),
+                })
+            })
+            .collect();
+        Runtime {
+            apps: AppSet::new(apps),
+            settings: Settings {
+                outpost_name: cfg.outpost_name.clone(),
+                trusted_proxies: cfg.trusted_proxies.clone(),
+                session_lifetime: cfg.session_lifetime,
+                send_jwt_header: p.send_jwt_header,
+                log_requests: cfg.log.requests,
+            },
+        }
+    }
+}
+
+fn same_client(a: &ClientSettings, b: &ClientSettings) -> bool {
+    a.issuer == b.issuer
+        && a.client_id == b.client_id
+        && a.client_secret == b.client_secret
+        && a.scopes == b.scopes
+        && a.client_auth == b.client_auth
+        && a.cache_ttl == b.cache_ttl
+        && a.max_concurrent_checks == b.max_concurrent_checks
+}

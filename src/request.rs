@@ -1,0 +1,354 @@
+//! The edge: an incoming forward-auth request becomes an [`AuthRequest`] here, and nothing
+//! after this reads raw forwarding headers. Forwarding headers count only from trusted peers.
+
+use http::header::{ACCEPT, HOST, HeaderMap};
+use http::request::Parts;
+use url::Url;
+
+use crate::headers::{
+    SEC_FETCH_MODE, X_FORWARDED_HOST, X_FORWARDED_METHOD, X_FORWARDED_PROTO, X_FORWARDED_URI,
+    X_ORIGINAL_URI, X_ORIGINAL_URL, X_REQUESTED_WITH,
+};
+use crate::paths::AUTH_ENVOY_PREFIX;
+
+/// Which reverse proxy asks, by endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    Nginx,
+    Traefik,
+    Caddy,
+    Envoy,
+}
+
+impl Flavour {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flavour::Nginx => "nginx",
+            Flavour::Traefik => "traefik",
+            Flavour::Caddy => "caddy",
+            Flavour::Envoy => "envoy",
+        }
+    }
+}
+
+/// Why the original URL is not known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardError {
+    /// A trusted proxy sent no (or incomplete) forwarding headers: a proxy misconfiguration.
+    Missing,
+    /// The forwarding headers do not form an http(s) URL.
+    Unparsable,
+    /// The peer is not a trusted proxy, so its forwarding headers were ignored.
+    Untrusted,
+}
+
+/// A forward-auth check, parsed.
+#[derive(Debug, Clone)]
+pub struct AuthRequest {
+    pub flavour: Flavour,
+    /// The URL the user asked the reverse proxy for.
+    pub original: Result<Url, ForwardError>,
+    /// A browser page navigation (may be redirected to a login page); other requests
+    /// (fetch/XHR, API clients) get 401 instead.
+    pub navigation: bool,
+}
+
+/// A header as text, if present and valid.
+pub fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+/// The host the request is for: `X-Forwarded-Host` from trusted proxies, else `Host`.
+pub fn request_host(parts: &Parts, trusted: bool) -> Option<&str> {
+    if trusted {
+        if let Some(h) = header_str(&parts.headers, X_FORWARDED_HOST) {
+            // A list (proxy chains) names the original host first.
+            return h.split(',').next().map(str::trim);
+        }
+    }
+    header_str(&parts.headers, HOST.as_str()).or_else(|| parts.uri.authority().map(|a| a.as_str()))
+}
+
+fn first_value(v: &str) -> &str {
+    v.split(',').next().unwrap_or_default().trim()
+}
+
+/// Builds an http(s) URL from parts; `None` unless it parses with a host.
+fn absolute(scheme: &str, host: &str, path_and_query: &str) -> Option<Url> {
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    if !path_and_query.starts_with('/') || host.is_empty() || host.contains(['/', '\\', '@']) {
+        return None;
+    }
+    let u = Url::parse(&format!("{scheme}://{host}{path_and_query}")).ok()?;
+    u.host_str()?;
+    Some(u)
+}
+
+fn parse_absolute(s: &str) -> Option<Url> {
+    let u = Url::parse(s).ok()?;
+    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+        return None;
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return None;
+    }
+    Some(u)
+}
+
+impl AuthRequest {
+    /// Parses a check for `flavour`. `trusted` says whether the TCP peer is a trusted proxy.
+    pub fn parse(flavour: Flavour, parts: &Parts, trusted: bool) -> AuthRequest {
+        let h = &parts.headers;
+        let original = match flavour {
+            Flavour::Envoy => Self::envoy_url(parts, trusted),
+            _ if !trusted => Err(ForwardError::Untrusted),
+            Flavour::Nginx => Self::nginx_url(parts),
+            Flavour::Traefik | Flavour::Caddy => {
+                match (
+                    header_str(h, X_FORWARDED_PROTO),
+                    header_str(h, X_FORWARDED_HOST),
+                    header_str(h, X_FORWARDED_URI),
+                ) {
+                    (Some(p), Some(host), Some(uri)) => {
+                        absolute(first_value(p), first_value(host), uri)
+                            .ok_or(ForwardError::Unparsable)
+                    }
+                    _ => Err(ForwardError::Missing),
+                }
+            }
+        };
+        let method = if trusted {
+            header_str(h, X_FORWARDED_METHOD)
+                .map(str::to_string)
+                .unwrap_or_else(|| parts.method.as_str().to_string())
+        } else {
+            parts.method.as_str().to_string()
+        };
+        AuthRequest {
+            flavour,
+            original,
+            navigation: is_navigation(&method, h),
+        }
+    }
+
+    /// nginx: `X-Original-URL` (absolute) first — the header the documented configs set — and
+    /// only without it `X-Original-URI` (a path) on the request's host.
+    fn nginx_url(parts: &Parts) -> Result<Url, ForwardError> {
+        let h = &parts.headers;
+        if let Some(u) = header_str(h, X_ORIGINAL_URL) {
+            return parse_absolute(u).ok_or(ForwardError::Unparsable);
+        }
+        if let Some(uri) = header_str(h, X_ORIGINAL_URI) {
+            let scheme = header_str(h, X_FORWARDED_PROTO)
+                .map(first_value)
+                .unwrap_or("http");
+            let host = request_host(parts, true).unwrap_or_default();
+            return absolute(scheme, host, uri).ok_or(ForwardError::Unparsable);
+        }
+        Err(ForwardError::Missing)
+    }
+
+    /// Envoy appends the original path to the check path and keeps the original `Host`.
+    fn envoy_url(parts: &Parts, trusted: bool) -> Result<Url, ForwardError> {
+        let path = parts.uri.path();
+        let rest = path.strip_prefix(AUTH_ENVOY_PREFIX).unwrap_or(path);
+        let rest = if rest.is_empty() { "/" } else { rest };
+        let pq = match parts.uri.query() {
+            Some(q) => format!("{rest}?{q}"),
+            None => rest.to_string(),
+        };
+        let scheme = if trusted {
+            header_str(&parts.headers, X_FORWARDED_PROTO)
+                .map(first_value)
+                .unwrap_or("https")
+        } else {
+            "https"
+        };
+        let host = header_str(&parts.headers, HOST.as_str()).ok_or(ForwardError::Missing)?;
+        absolute(scheme, host, &pq).ok_or(ForwardError::Unparsable)
+    }
+}
+
+/// A page navigation by a browser: GET/HEAD, no fetch/XHR markers, and an `Accept` that
+/// takes HTML (or says nothing).
+pub fn is_navigation(method: &str, h: &HeaderMap) -> bool {
+    if !method.eq_ignore_ascii_case("GET") && !method.eq_ignore_ascii_case("HEAD") {
+        return false;
+    }
+    if let Some(mode) = header_str(h, SEC_FETCH_MODE) {
+        if !mode.eq_ignore_ascii_case("navigate") {
+            return false;
+        }
+    }
+    if header_str(h, X_REQUESTED_WITH).is_some() {
+        return false;
+    }
+    match header_str(h, ACCEPT.as_str()) {
+        None => true,
+        Some(a) => {
+            let a = a.to_ascii_lowercase();
+            a.contains("text/html") || a.contains("*/*") || a.contains("application/xhtml")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut b = http::Request::builder().uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn nginx_prefers_original_url_over_injectable_uri() {
+        let p = parts(
+            "/outpost.goauthentik.io/auth/nginx",
+            &[
+                ("host", "app.example.com"),
+                ("x-original-url", "https://app.example.com/private?a=1"),
+                ("x-original-uri", "/public"),
+            ],
+        );
+        let r = AuthRequest::parse(Flavour::Nginx, &p, true);
+        assert_eq!(
+            r.original.unwrap().as_str(),
+            "https://app.example.com/private?a=1"
+        );
+    }
+
+    #[test]
+    fn nginx_uri_fallback_and_errors() {
+        let p = parts(
+            "/x",
+            &[("host", "app.example.com"), ("x-original-uri", "/a?b=c")],
+        );
+        let r = AuthRequest::parse(Flavour::Nginx, &p, true);
+        assert_eq!(r.original.unwrap().as_str(), "http://app.example.com/a?b=c");
+        let p = parts("/x", &[("host", "app.example.com")]);
+        assert_eq!(
+            AuthRequest::parse(Flavour::Nginx, &p, true).original,
+            Err(ForwardError::Missing)
+        );
+        for bad in [
+            "not a url",
+            "javascript:alert(1)",
+            "https://user:pw@app.example.com/",
+            "/relative",
+        ] {
+            let p = parts("/x", &[("x-original-url", bad)]);
+            assert_eq!(
+                AuthRequest::parse(Flavour::Nginx, &p, true).original,
+                Err(ForwardError::Unparsable),
+                "{bad}"
+            );
+        }
+        let p = parts("/x", &[("x-original-uri", "//evil.com/x"), ("host", "app")]);
+        let u = AuthRequest::parse(Flavour::Nginx, &p, true)
+            .original
+            .unwrap();
+        assert_eq!(u.host_str(), Some("app"), "a path never changes the host");
+    }
+
+    #[test]
+    fn untrusted_peers_forwarding_headers_are_ignored() {
+        let p = parts(
+            "/x",
+            &[
+                ("host", "app.example.com"),
+                ("x-original-url", "https://app.example.com/public"),
+            ],
+        );
+        assert_eq!(
+            AuthRequest::parse(Flavour::Nginx, &p, false).original,
+            Err(ForwardError::Untrusted)
+        );
+        let p = parts(
+            "/x",
+            &[
+                ("host", "outpost:9000"),
+                ("x-forwarded-host", "app.example.com"),
+            ],
+        );
+        assert_eq!(request_host(&p, false), Some("outpost:9000"));
+        assert_eq!(request_host(&p, true), Some("app.example.com"));
+    }
+
+    #[test]
+    fn traefik_needs_all_three_headers() {
+        let full = [
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "app.example.com"),
+            ("x-forwarded-uri", "/path?q=1"),
+        ];
+        let p = parts("/outpost.goauthentik.io/auth/traefik", &full);
+        let r = AuthRequest::parse(Flavour::Traefik, &p, true);
+        assert_eq!(
+            r.original.unwrap().as_str(),
+            "https://app.example.com/path?q=1"
+        );
+        let p = parts("/outpost.goauthentik.io/auth/traefik", &full[..2]);
+        assert_eq!(
+            AuthRequest::parse(Flavour::Traefik, &p, true).original,
+            Err(ForwardError::Missing)
+        );
+        let p = parts(
+            "/",
+            &[
+                ("x-forwarded-proto", "gopher"),
+                ("x-forwarded-host", "a"),
+                ("x-forwarded-uri", "/"),
+            ],
+        );
+        assert_eq!(
+            AuthRequest::parse(Flavour::Caddy, &p, true).original,
+            Err(ForwardError::Unparsable)
+        );
+    }
+
+    #[test]
+    fn envoy_strips_prefix_and_uses_host() {
+        let p = parts(
+            "/outpost.goauthentik.io/auth/envoy/app/x?y=1",
+            &[("host", "app.example.com"), ("x-forwarded-proto", "http")],
+        );
+        let r = AuthRequest::parse(Flavour::Envoy, &p, true);
+        assert_eq!(
+            r.original.unwrap().as_str(),
+            "http://app.example.com/app/x?y=1"
+        );
+        let r = AuthRequest::parse(Flavour::Envoy, &p, false);
+        assert_eq!(
+            r.original.unwrap().as_str(),
+            "https://app.example.com/app/x?y=1"
+        );
+    }
+
+    #[test]
+    fn navigation_detection() {
+        let h = |pairs: &[(&str, &str)]| parts("/", pairs).headers;
+        assert!(is_navigation("GET", &h(&[])));
+        assert!(is_navigation(
+            "GET",
+            &h(&[("accept", "text/html,application/xhtml+xml")])
+        ));
+        assert!(is_navigation("GET", &h(&[("sec-fetch-mode", "navigate")])));
+        assert!(!is_navigation("POST", &h(&[])));
+        assert!(!is_navigation("GET", &h(&[("sec-fetch-mode", "cors")])));
+        assert!(!is_navigation("GET", &h(&[("accept", "application/json")])));
+        assert!(!is_navigation(
+            "GET",
+            &h(&[("x-requested-with", "XMLHttpRequest")])
+        ));
+    }
+}

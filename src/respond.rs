@@ -1,0 +1,214 @@
+//! The one place that turns outcomes into HTTP responses: statuses, bodies, identity headers
+//! and cookies. Handlers decide; this module writes.
+
+use bytes::Bytes;
+use http::header::{
+    CACHE_CONTROL, CONTENT_TYPE, HeaderMap, HeaderValue, LOCATION, SET_COOKIE, USER_AGENT,
+    WWW_AUTHENTICATE,
+};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+use crate::app::Application;
+use crate::headers::*;
+use crate::session::Session;
+
+pub type Body = Full<Bytes>;
+
+/// A response with a plain-text body (Go's `http.Error` shape).
+pub fn text(status: StatusCode, msg: &str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(format!("{msg}\n"))));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+/// An empty response.
+pub fn empty(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}
+
+/// `302 Found` to `location`.
+pub fn redirect(location: &str) -> Response<Body> {
+    let body = format!("<a href=\"{}\">Found</a>.\n", html_escape(location));
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = StatusCode::FOUND;
+    let h = r.headers_mut();
+    match HeaderValue::from_str(location) {
+        Ok(v) => {
+            h.insert(LOCATION, v);
+        }
+        Err(_) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "Bad Request",
+                "Invalid redirect target.",
+            );
+        }
+    }
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// An HTML error page for browsers.
+pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response<Body> {
+    let body = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
+<title>{t}</title><style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}}\
+h1{{font-size:1.4rem}}p{{line-height:1.5}}</style></head>\
+<body><h1>{t}</h1><p>{m}</p><p><a href=\"/\">Go to home</a></p></body></html>\n",
+        t = html_escape(title),
+        m = html_escape(message)
+    );
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// `400` for a host no application serves (authentik's JSON shape, tab-indented).
+pub fn no_app(host: &str) -> Response<Body> {
+    let host_json = serde_json::to_string(host).unwrap_or_else(|_| "\"\"".into());
+    let detail = serde_json::to_string(&format!(
+        "Check the outpost settings and make sure '{host}' is included."
+    ))
+    .unwrap_or_else(|_| "\"\"".into());
+    let body = format!(
+        "{{\n\t\"Message\": \"no app for hostname\",\n\t\"Host\": {host_json},\n\t\"Detail\": {detail}\n}}"
+    );
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = StatusCode::BAD_REQUEST;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// `401` for nginx and API clients.
+pub fn unauthorized() -> Response<Body> {
+    let mut r = text(StatusCode::UNAUTHORIZED, "unauthorized request");
+    r.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"ak-outpost\""),
+    );
+    r
+}
+
+/// `503` while the provider cannot be used.
+pub fn unavailable(reason: &str) -> Response<Body> {
+    let mut r = error_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Login temporarily unavailable",
+        &format!(
+            "The identity provider cannot be reached, so this session cannot be verified right now. Please try again in a moment. ({reason})"
+        ),
+    );
+    r.headers_mut()
+        .insert("retry-after", HeaderValue::from_static("5"));
+    r
+}
+
+/// Appends `Set-Cookie` values.
+pub fn add_cookies(r: &mut Response<Body>, cookies: Vec<HeaderValue>) {
+    for c in cookies {
+        r.headers_mut().append(SET_COOKIE, c);
+    }
+}
+
+/// Writes the identity headers authentik sends for an authenticated user, every one present
+/// even when empty. `User-Agent` echoes the request's, as authentik does.
+pub fn identity_headers(
+    h: &mut HeaderMap,
+    app: &Application,
+    session: &Session,
+    outpost_name: &str,
+    send_jwt: bool,
+    user_agent: Option<&HeaderValue>,
+) {
+    let id = &session.identity;
+    set_text(h, AK_USERNAME, &id.username);
+    set_text(h, AK_GROUPS, &id.groups.join("|"));
+    set_text(h, AK_ENTITLEMENTS, &id.entitlements.join("|"));
+    set_text(h, AK_EMAIL, &id.email);
+    set_text(h, AK_NAME, &id.name);
+    set_text(h, AK_UID, &id.sub);
+    set_text(h, AK_JWT, if send_jwt { session.jwt() } else { "" });
+    set_text(h, AK_META_JWKS, &app.oidc.jwks_uri());
+    set_text(h, AK_META_OUTPOST, outpost_name);
+    set_text(h, AK_META_PROVIDER, &app.provider_name);
+    set_text(h, AK_META_APP, &app.app_slug);
+    set_text(h, AK_META_VERSION, &meta_version());
+    h.insert(
+        USER_AGENT,
+        user_agent
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from_static("")),
+    );
+    crate::extras::extra_headers(h, app, &session.identity);
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping() {
+        assert_eq!(
+            html_escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+
+    #[test]
+    fn no_app_body_is_authentiks_json() {
+        let r = no_app("evil\"host");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let body = format!("{:?}", r.body());
+        assert!(body.contains("no app for hostname"));
+    }
+
+    #[test]
+    fn redirect_refuses_header_breaking_targets() {
+        assert_eq!(
+            redirect("https://a/\r\nx: y").status(),
+            StatusCode::BAD_REQUEST
+        );
+        let r = redirect("https://a/b");
+        assert_eq!(r.status(), StatusCode::FOUND);
+        assert_eq!(r.headers()[LOCATION], "https://a/b");
+    }
+}

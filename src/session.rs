@@ -1,0 +1,443 @@
+//! Sessions live entirely in a sealed cookie: no server-side store, so a restart or another
+//! replica with the same secret reads the same session. A session too large for one cookie is
+//! split into numbered cookies (`name`, `name_1`, `name_2`, …).
+
+use cookie::{Cookie, SameSite, time::Duration as CookieDuration};
+use http::header::{COOKIE, HeaderMap, HeaderValue};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::app::Application;
+
+/// Bytes of sealed value per cookie; with name and attributes each cookie stays under 4 KB.
+pub const CHUNK_LEN: usize = 3800;
+/// Chunks read at most; more is treated as garbage.
+pub const MAX_CHUNKS: usize = 8;
+const SESSION_VERSION: u8 = 1;
+
+/// Who the user is, as the identity headers report it.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Identity {
+    #[serde(rename = "s")]
+    pub sub: String,
+    #[serde(rename = "u", default, skip_serializing_if = "String::is_empty")]
+    pub username: String,
+    #[serde(rename = "e", default, skip_serializing_if = "String::is_empty")]
+    pub email: String,
+    #[serde(rename = "n", default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(rename = "g", default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    #[serde(rename = "en", default, skip_serializing_if = "Vec::is_empty")]
+    pub entitlements: Vec<String>,
+    #[serde(rename = "sid", default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// authentik's `ak_proxy` claim (user attributes for Basic injection and extra headers).
+    #[serde(rename = "ak", default, skip_serializing_if = "Option::is_none")]
+    pub ak_proxy: Option<Value>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("sub", &self.sub)
+            .field("username", &self.username)
+            .field("groups", &self.groups)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// Reads identity claims from an ID token or userinfo object. `None` without a `sub`.
+    pub fn from_claims(c: &Map<String, Value>) -> Option<Identity> {
+        let sub = c.get("sub")?.as_str()?.to_string();
+        if sub.is_empty() {
+            return None;
+        }
+        let text = |k: &str| {
+            c.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        Some(Identity {
+            sub,
+            username: text("preferred_username"),
+            email: text("email"),
+            name: text("name"),
+            groups: string_list(c.get("groups")),
+            entitlements: string_list(c.get("entitlements")),
+            sid: c.get("sid").and_then(Value::as_str).map(str::to_string),
+            ak_proxy: c.get("ak_proxy").filter(|v| v.is_object()).cloned(),
+        })
+    }
+
+    /// Fills fields the ID token left empty from userinfo claims of the same subject.
+    pub fn merge_userinfo(&mut self, info: &Map<String, Value>) {
+        if info.get("sub").and_then(Value::as_str) != Some(self.sub.as_str()) {
+            return;
+        }
+        if let Some(more) = Identity::from_claims(info) {
+            if self.username.is_empty() {
+                self.username = more.username;
+            }
+            if self.email.is_empty() {
+                self.email = more.email;
+            }
+            if self.name.is_empty() {
+                self.name = more.name;
+            }
+            if self.groups.is_empty() {
+                self.groups = more.groups;
+            }
+            if self.entitlements.is_empty() {
+                self.entitlements = more.entitlements;
+            }
+            if self.ak_proxy.is_none() {
+                self.ak_proxy = more.ak_proxy;
+            }
+        }
+    }
+}
+
+/// A claim that should be a list of strings: arrays keep their string (and number) items,
+/// a single string becomes one item, anything else is empty.
+pub fn string_list(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|i| match i {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .collect(),
+        Some(Value::String(s)) if !s.is_empty() => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+/// One logged-in browser.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Session {
+    #[serde(rename = "v")]
+    pub version: u8,
+    #[serde(rename = "i")]
+    pub identity: Identity,
+    #[serde(rename = "at")]
+    pub access_token: String,
+    /// Unix seconds when the access token expires.
+    #[serde(rename = "ax")]
+    pub access_expires_at: i64,
+    /// Unix seconds when the access token was issued (for the renewal margin).
+    #[serde(rename = "ai")]
+    pub access_issued_at: i64,
+    #[serde(rename = "rt", default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    #[serde(rename = "it", default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    /// Unix seconds when the session ends, whatever the tokens say.
+    #[serde(rename = "ex")]
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("identity", &self.identity)
+            .field("access_expires_at", &self.access_expires_at)
+            .field("expires_at", &self.expires_at)
+            .field("tokens", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Session {
+    pub fn new(
+        identity: Identity,
+        tokens: &crate::oidc::TokenSet,
+        now: i64,
+        lifetime_secs: i64,
+    ) -> Session {
+        // Without a refresh token the session cannot outlive its access token.
+        let expires_at = if tokens.refresh_token.is_some() {
+            now + lifetime_secs
+        } else {
+            tokens.expires_at.min(now + lifetime_secs)
+        };
+        Session {
+            version: SESSION_VERSION,
+            identity,
+            access_token: tokens.access_token.clone(),
+            access_expires_at: tokens.expires_at,
+            access_issued_at: now,
+            refresh_token: tokens.refresh_token.clone(),
+            id_token: tokens.id_token.clone(),
+            expires_at,
+        }
+    }
+
+    /// The token shown as `X-authentik-jwt`: the access token when it is a JWT (authentik),
+    /// else the ID token.
+    pub fn jwt(&self) -> &str {
+        if self.access_token.bytes().filter(|&b| b == b'.').count() == 2 {
+            &self.access_token
+        } else {
+            self.id_token.as_deref().unwrap_or_default()
+        }
+    }
+
+    /// Whether the access token should be renewed now: within a quarter of its lifetime
+    /// (at most a minute) of expiring.
+    pub fn needs_renewal(&self, now: i64) -> bool {
+        let lifetime = (self.access_expires_at - self.access_issued_at).max(0);
+        let margin = (lifetime / 4).min(60);
+        now >= self.access_expires_at - margin
+    }
+}
+
+/// What the request's cookies say about the session.
+#[derive(Debug)]
+pub enum CookieState {
+    /// No session cookie at all.
+    Absent,
+    /// A session cookie that cannot be opened, is expired, or is not ours.
+    Invalid,
+    Present(Box<Session>),
+}
+
+/// Session cookies of one request: the joined value and how many chunk cookies were sent.
+pub struct SessionCookies {
+    pub value: Option<String>,
+    pub chunks_sent: usize,
+}
+
+/// Collects `name`, `name_1`, `name_2`, … from every `Cookie` header.
+pub fn read_session_cookies(headers: &HeaderMap, name: &str) -> SessionCookies {
+    let mut parts: [Option<&str>; MAX_CHUNKS] = [None; MAX_CHUNKS];
+    let mut sent = 0;
+    for h in headers.get_all(COOKIE) {
+        let Ok(line) = h.to_str() else { continue };
+        for pair in line.split(';') {
+            let Some((k, v)) = pair.trim().split_once('=') else {
+                continue;
+            };
+            let idx = if k == name {
+                0
+            } else if let Some(n) = k.strip_prefix(name).and_then(|r| r.strip_prefix('_')) {
+                match n.parse::<usize>() {
+                    Ok(i) if (1..MAX_CHUNKS).contains(&i) && n == i.to_string() => i,
+                    _ => continue,
+                }
+            } else {
+                continue;
+            };
+            if parts[idx].is_none() {
+                parts[idx] = Some(v.trim_matches('"'));
+                sent = sent.max(idx + 1);
+            }
+        }
+    }
+    let value = parts[0].map(|first| {
+        let mut s = first.to_string();
+        for p in parts.iter().skip(1) {
+            match p {
+                Some(p) => s.push_str(p),
+                None => break,
+            }
+        }
+        s
+    });
+    SessionCookies {
+        value,
+        chunks_sent: sent,
+    }
+}
+
+/// Reads a single named cookie.
+pub fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    for h in headers.get_all(COOKIE) {
+        let Ok(line) = h.to_str() else { continue };
+        for pair in line.split(';') {
+            if let Some((k, v)) = pair.trim().split_once('=') {
+                if k == name {
+                    return Some(v.trim_matches('"'));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Opens the session from a request, checking version and expiry.
+pub fn open_session(app: &Application, cookies: &SessionCookies, now: i64) -> CookieState {
+    let Some(value) = cookies.value.as_deref() else {
+        return CookieState::Absent;
+    };
+    let Some(plain) = app.sealer.unseal(app.cookie_name.as_bytes(), value) else {
+        return CookieState::Invalid;
+    };
+    match serde_json::from_slice::<Session>(&plain) {
+        Ok(s)
+            if s.version == SESSION_VERSION && s.expires_at > now && !s.identity.sub.is_empty() =>
+        {
+            CookieState::Present(Box::new(s))
+        }
+        _ => CookieState::Invalid,
+    }
+}
+
+/// `Set-Cookie` values that store `session`, and expire chunks the browser still has from a
+/// larger earlier session.
+pub fn session_set_cookies(
+    app: &Application,
+    session: &Session,
+    now: i64,
+    chunks_sent: usize,
+) -> Vec<HeaderValue> {
+    let json = serde_json::to_vec(session).unwrap_or_default();
+    let sealed = app.sealer.seal(app.cookie_name.as_bytes(), &json);
+    let max_age = (session.expires_at - now).max(1);
+    let mut out = Vec::new();
+    let mut written = 0;
+    for (i, chunk) in sealed.as_bytes().chunks(CHUNK_LEN).enumerate() {
+        // base64url text is ASCII, so every chunk is valid UTF-8.
+        let text = std::str::from_utf8(chunk).unwrap_or_default();
+        out.extend(cookie_header(
+            app,
+            &chunk_name(&app.cookie_name, i),
+            text,
+            Some(max_age),
+        ));
+        written = i + 1;
+    }
+    for i in written..chunks_sent {
+        out.extend(cookie_header(
+            app,
+            &chunk_name(&app.cookie_name, i),
+            "",
+            Some(0),
+        ));
+    }
+    out
+}
+
+/// `Set-Cookie` values that delete the session (every chunk the browser sent, at least one).
+pub fn clear_session_cookies(app: &Application, chunks_sent: usize) -> Vec<HeaderValue> {
+    (0..chunks_sent.max(1))
+        .filter_map(|i| cookie_header(app, &chunk_name(&app.cookie_name, i), "", Some(0)))
+        .collect()
+}
+
+pub fn chunk_name(name: &str, i: usize) -> String {
+    if i == 0 {
+        name.to_string()
+    } else {
+        format!("{name}_{i}")
+    }
+}
+
+/// One `Set-Cookie` value with the application's attributes: Path=/, HttpOnly, SameSite=Lax,
+/// Secure for https external hosts, Domain only in forward_domain mode. `max_age` 0 deletes.
+pub fn cookie_header(
+    app: &Application,
+    name: &str,
+    value: &str,
+    max_age: Option<i64>,
+) -> Option<HeaderValue> {
+    let mut c = Cookie::new(name.to_string(), value.to_string());
+    c.set_path("/");
+    c.set_http_only(true);
+    c.set_same_site(SameSite::Lax);
+    c.set_secure(app.secure_cookies());
+    if !app.spec.cookie_domain.is_empty() {
+        c.set_domain(app.spec.cookie_domain.clone());
+    }
+    if let Some(age) = max_age {
+        c.set_max_age(CookieDuration::seconds(age));
+        if age == 0 {
+            c.set_expires(cookie::time::OffsetDateTime::UNIX_EPOCH);
+        }
+    }
+    HeaderValue::from_str(&c.to_string()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn headers(cookies: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for c in cookies {
+            h.append(COOKIE, HeaderValue::from_str(c).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn chunks_are_joined_in_order_and_counted() {
+        let h = headers(&["x=1; n_2=c; n=a", "n_1=b; n_9=zz; n_01=no"]);
+        let c = read_session_cookies(&h, "n");
+        assert_eq!(c.value.as_deref(), Some("abc"));
+        assert_eq!(c.chunks_sent, 3);
+        let c = read_session_cookies(&headers(&["n_1=b"]), "n");
+        assert_eq!(c.value, None);
+        assert_eq!(c.chunks_sent, 2);
+        let c = read_session_cookies(&headers(&["n=a; n_2=c"]), "n");
+        assert_eq!(c.value.as_deref(), Some("a"), "a gap ends the value");
+    }
+
+    #[test]
+    fn identity_from_claims() {
+        let c = json!({"sub": "u1", "preferred_username": "alice", "email": "a@x",
+            "name": "Alice", "groups": ["a", "b", 3, null], "entitlements": "one", "sid": "s"});
+        let id = Identity::from_claims(c.as_object().unwrap()).unwrap();
+        assert_eq!(id.username, "alice");
+        assert_eq!(id.groups, vec!["a", "b", "3"]);
+        assert_eq!(id.entitlements, vec!["one"]);
+        assert_eq!(id.sid.as_deref(), Some("s"));
+        assert!(Identity::from_claims(json!({"sub": ""}).as_object().unwrap()).is_none());
+        assert!(Identity::from_claims(json!({"sub": 5}).as_object().unwrap()).is_none());
+    }
+
+    #[test]
+    fn userinfo_fills_gaps_for_the_same_subject_only() {
+        let mut id = Identity {
+            sub: "u1".into(),
+            ..Default::default()
+        };
+        id.merge_userinfo(json!({"sub": "u2", "email": "evil@x"}).as_object().unwrap());
+        assert_eq!(id.email, "");
+        id.merge_userinfo(
+            json!({"sub": "u1", "email": "a@x", "groups": ["g"]})
+                .as_object()
+                .unwrap(),
+        );
+        assert_eq!(id.email, "a@x");
+        assert_eq!(id.groups, vec!["g"]);
+    }
+
+    #[test]
+    fn renewal_margin() {
+        let s = Session {
+            version: 1,
+            identity: Identity::default(),
+            access_token: "t".into(),
+            access_expires_at: 1000 + 3600,
+            access_issued_at: 1000,
+            refresh_token: None,
+            id_token: None,
+            expires_at: 99999,
+        };
+        assert!(!s.needs_renewal(1000));
+        assert!(!s.needs_renewal(1000 + 3600 - 61));
+        assert!(s.needs_renewal(1000 + 3600 - 60));
+        let short = Session {
+            access_expires_at: 1020,
+            ..s
+        };
+        assert!(!short.needs_renewal(1014));
+        assert!(short.needs_renewal(1015));
+    }
+}
