@@ -124,7 +124,16 @@ pub struct TokenSet {
     pub refresh_token: Option<String>,
     pub id_token: Option<String>,
     /// Unix seconds.
+    pub issued_at: i64,
+    /// Unix seconds.
     pub expires_at: i64,
+}
+
+impl TokenSet {
+    /// Within the first half of the access token's life: fit to hand to another request.
+    pub fn is_fresh(&self, now: i64) -> bool {
+        now < self.issued_at + (self.expires_at - self.issued_at) / 2
+    }
 }
 
 #[derive(Deserialize)]
@@ -482,6 +491,7 @@ impl OidcClient {
             access_token: t.access_token,
             refresh_token: t.refresh_token.filter(|r| !r.is_empty()),
             id_token: t.id_token.filter(|r| !r.is_empty()),
+            issued_at: now,
             expires_at: now + expires_in,
         })
     }
@@ -507,6 +517,13 @@ impl OidcClient {
     /// theft).
     pub async fn refresh(&self, refresh_token: &str) -> Result<RefreshOutcome, Arc<OidcError>> {
         let key = token_key(refresh_token);
+        // A shared result is only reused while young; a provider that does not rotate refresh
+        // tokens sees the same one again at the next renewal, which must really renew.
+        if let Some(RefreshOutcome::Renewed(t)) = self.refreshes.get(&key).await {
+            if !t.is_fresh(unix_now()) {
+                self.refreshes.invalidate(&key).await;
+            }
+        }
         let rt = refresh_token.to_string();
         self.refreshes
             .try_get_with(key, async move {
