@@ -21,6 +21,9 @@ pub enum Mode {
     ForwardSingle,
     /// One login for every host under `cookie_domain`; `external_host` is the central auth host.
     ForwardDomain,
+    /// authentik's mode where the outpost itself proxies to `internal_host`. Not served: such
+    /// providers are listed at start-up and their hosts get an explanatory error page.
+    Proxy,
 }
 
 impl Mode {
@@ -28,6 +31,7 @@ impl Mode {
         match self {
             Mode::ForwardSingle => "forward_single",
             Mode::ForwardDomain => "forward_domain",
+            Mode::Proxy => "proxy",
         }
     }
 }
@@ -158,7 +162,7 @@ impl AppSpec {
             return false;
         };
         let subject = match self.mode {
-            Mode::ForwardSingle => path,
+            Mode::ForwardSingle | Mode::Proxy => path,
             Mode::ForwardDomain => format!("{}://{}{}", url.scheme(), host_key(url), path),
         };
         self.skip_paths.iter().any(|r| r.is_match(&subject))
@@ -258,7 +262,12 @@ pub struct Application {
 /// Provider features beyond the standalone set (authentik mode).
 #[derive(Debug, Clone, Default)]
 pub struct AppExtras {
+    /// `(user attribute, password attribute)` for `Authorization: Basic` to the app.
     pub basic_auth: Option<(String, String)>,
+    /// Accept `Authorization: Bearer` tokens (introspected) in place of a session cookie.
+    pub bearer_header: bool,
+    /// Accept `Authorization: Basic` credentials (authentik app passwords).
+    pub basic_header: bool,
 }
 
 impl Application {

@@ -5,12 +5,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::header::{HeaderMap, USER_AGENT};
+use http::header::{AUTHORIZATION, HeaderMap, USER_AGENT};
 use http::request::Parts;
 use http::{Response, StatusCode};
 use url::Url;
 
-use crate::app::Application;
+use crate::app::{Application, Mode};
 use crate::decide::{Decision, SessionCheck, decide};
 use crate::login::{
     BINDING_TTL_SECS, LoginState, MAX_ATTEMPTS, StateError, binding_cookie_name, binding_hash,
@@ -20,7 +20,7 @@ use crate::oidc::{OidcError, RefreshOutcome, pkce_pair, random_token, unix_now};
 use crate::outpost::{Outpost, Runtime};
 use crate::paths::{CALLBACK_SIGNATURE, LOGOUT_SIGNATURE, Route, START_PATH};
 use crate::redirect::{RedirectTarget, rd_from_query};
-use crate::request::{AuthRequest, Flavour, request_host};
+use crate::request::{AuthRequest, Flavour, header_str, request_host};
 use crate::respond::{self, Body};
 use crate::session::{
     CookieState, Identity, Session, SessionCookies, clear_session_cookies, cookie_header,
@@ -51,12 +51,33 @@ pub async fn handle(outpost: &Outpost, parts: Parts, peer: SocketAddr) -> Respon
         _ => {}
     }
     let rt = outpost.runtime();
+    if !rt.loaded {
+        return respond::unavailable("the outpost has not received its configuration yet");
+    }
     let trusted = rt.settings.is_trusted(peer.ip());
-    let host = request_host(&parts, trusted).unwrap_or_default();
+    let flavour = match route {
+        Route::Auth(f) => Some(f),
+        _ => None,
+    };
+    let host = request_host(&parts, trusted, flavour).unwrap_or_default();
     let Some(app) = rt.apps.lookup(host).cloned() else {
         tracing::info!(host, "no application for this host");
         return with_log(respond::no_app(host), "", "no_app", "");
     };
+    if app.spec.mode == Mode::Proxy {
+        return with_log(
+            respond::error_page(
+                StatusCode::NOT_IMPLEMENTED,
+                "Proxy mode is not supported",
+                &format!(
+                    "The provider for {host} is in proxy mode, where the outpost itself forwards requests to the application. ak-outpost only does forward auth: switch the provider to \"Forward auth (single application)\" or \"Forward auth (domain level)\" and put your reverse proxy in front of the app."
+                ),
+            ),
+            &app.spec.name,
+            "proxy_mode",
+            "",
+        );
+    }
     let ctx = Ctx {
         outpost,
         rt: &rt,
@@ -147,7 +168,7 @@ async fn auth(
     }
     let cookies = read_session_cookies(&parts.headers, &app.cookie_name);
     let now = unix_now();
-    let check = check_session(app, &cookies, now).await;
+    let check = check_session(ctx.outpost, app, &parts.headers, &cookies, now).await;
     let decision = decide(&req, &check, &app.spec, now);
     let name = app.spec.name.as_str();
     let mut resp = match (&decision, &check) {
@@ -225,14 +246,81 @@ async fn auth(
     with_log(resp, name, outcome, "")
 }
 
+/// Finds the request's session: the cookie first, then (if the app accepts them) an
+/// `Authorization` header, which on success yields a new session to store in a cookie.
+async fn check_session(
+    outpost: &Outpost,
+    app: &Application,
+    headers: &HeaderMap,
+    cookies: &SessionCookies,
+    now: i64,
+) -> SessionCheck {
+    let from_cookie = cookie_session(outpost, app, cookies, now).await;
+    if matches!(from_cookie, SessionCheck::Valid { .. }) {
+        return from_cookie;
+    }
+    let Some(authz) = header_str(headers, AUTHORIZATION.as_str()) else {
+        return from_cookie;
+    };
+    let bearer = authz.len() > 7 && authz[..7].eq_ignore_ascii_case("bearer ");
+    if !(bearer && app.extras.bearer_header || !bearer && app.extras.basic_header) {
+        return from_cookie;
+    }
+    match app.oidc.header_auth(authz, app.extras.basic_header).await {
+        Ok(Some(h)) => {
+            if h.identity
+                .sid
+                .as_deref()
+                .is_some_and(|sid| outpost.is_ended(sid))
+            {
+                return from_cookie;
+            }
+            SessionCheck::Valid {
+                session: Box::new(Session {
+                    version: 1,
+                    identity: h.identity,
+                    access_token: h.token,
+                    access_expires_at: h.expires_at,
+                    access_issued_at: now,
+                    refresh_token: None,
+                    id_token: None,
+                    expires_at: h.expires_at,
+                }),
+                renewed: true,
+            }
+        }
+        Ok(None) => from_cookie,
+        Err(e) => {
+            tracing::warn!(error = %e, "header authentication failed");
+            match from_cookie {
+                SessionCheck::None => SessionCheck::Unverifiable,
+                other => other,
+            }
+        }
+    }
+}
+
 /// Opens the session cookie and checks it upstream: renews tokens when they are about to
 /// expire, otherwise asks the (cached) introspection whether the access token is still live.
-async fn check_session(app: &Application, cookies: &SessionCookies, now: i64) -> SessionCheck {
+async fn cookie_session(
+    outpost: &Outpost,
+    app: &Application,
+    cookies: &SessionCookies,
+    now: i64,
+) -> SessionCheck {
     let mut session = match open_session(app, cookies, now) {
         CookieState::Absent => return SessionCheck::None,
         CookieState::Invalid => return SessionCheck::Invalid,
         CookieState::Present(s) => s,
     };
+    if session
+        .identity
+        .sid
+        .as_deref()
+        .is_some_and(|sid| outpost.is_ended(sid))
+    {
+        return SessionCheck::Invalid;
+    }
     if session.needs_renewal(now) {
         match session.refresh_token.clone() {
             Some(rt) => match app.oidc.refresh(&rt).await {

@@ -20,6 +20,7 @@ use tokio::sync::Semaphore;
 use url::Url;
 
 use crate::config::ClientAuth;
+use crate::session::Identity;
 
 /// How long an inactive or unknown token stays cached.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
@@ -64,6 +65,9 @@ pub struct ClientSettings {
     pub client_auth: ClientAuth,
     pub cache_ttl: Duration,
     pub max_concurrent_checks: usize,
+    /// Issuers accepted besides the discovery document's (authentik behind a browser-facing
+    /// host name signs with either).
+    pub extra_issuers: Vec<String>,
 }
 
 impl std::fmt::Debug for ClientSettings {
@@ -162,6 +166,34 @@ pub enum RefreshOutcome {
     Rejected,
 }
 
+/// Who an `Authorization` header authenticates.
+#[derive(Clone)]
+pub struct HeaderIdentity {
+    pub identity: Identity,
+    /// The token to keep in the session (the bearer token, or the ID token for Basic).
+    pub token: String,
+    pub expires_at: i64,
+}
+
+#[derive(Clone)]
+struct CachedHeader {
+    found: Option<HeaderIdentity>,
+    ttl: Duration,
+}
+
+struct HeaderTtl;
+
+impl Expiry<[u8; 32], CachedHeader> for HeaderTtl {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &CachedHeader,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
 struct PerEntryTtl;
 
 impl Expiry<[u8; 32], TokenStatus> for PerEntryTtl {
@@ -184,6 +216,7 @@ pub struct OidcClient {
     jwks_fetch: tokio::sync::Mutex<Option<Instant>>,
     checks: Cache<[u8; 32], TokenStatus>,
     refreshes: Cache<[u8; 32], RefreshOutcome>,
+    header_cache: Cache<[u8; 32], CachedHeader>,
     permits: Semaphore,
 }
 
@@ -224,6 +257,10 @@ impl OidcClient {
             refreshes: Cache::builder()
                 .max_capacity(CACHE_CAPACITY / 10)
                 .time_to_live(Duration::from_secs(30))
+                .build(),
+            header_cache: Cache::builder()
+                .max_capacity(CACHE_CAPACITY / 10)
+                .expire_after(HeaderTtl)
                 .build(),
             permits,
         }
@@ -568,7 +605,9 @@ impl OidcClient {
             }
         };
         let mut v = Validation::new(header.alg);
-        v.set_issuer(&[meta.discovery.issuer.as_str()]);
+        let mut issuers = vec![meta.discovery.issuer.clone()];
+        issuers.extend(self.settings.extra_issuers.iter().cloned());
+        v.set_issuer(&issuers);
         v.set_audience(&[self.settings.client_id.as_str()]);
         v.leeway = LEEWAY_SECS;
         v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
@@ -667,30 +706,8 @@ impl OidcClient {
 
     async fn check_upstream(&self, access_token: &str) -> Result<bool, OidcError> {
         let meta = self.ready_meta()?;
-        if let Some(url) = meta.discovery.introspection_endpoint.clone() {
-            let mut form = vec![
-                ("token", access_token.to_string()),
-                ("token_type_hint", "access_token".to_string()),
-            ];
-            let req = self.with_client_auth(&meta, self.http.post(url), &mut form);
-            let resp = req.form(&form).send().await?;
-            if resp.status().as_u16() != 200 {
-                return Err(OidcError::Status {
-                    status: resp.status().as_u16(),
-                    detail: "introspection".into(),
-                });
-            }
-            let body: Value = resp
-                .json()
-                .await
-                .map_err(|e| OidcError::Invalid(format!("introspection: {e}")))?;
-            let active = body.get("active").and_then(Value::as_bool).unwrap_or(false);
-            // A token issued to another client must not open this one's applications.
-            let foreign = body
-                .get("client_id")
-                .and_then(Value::as_str)
-                .is_some_and(|c| c != self.settings.client_id);
-            return Ok(active && !foreign);
+        if meta.discovery.introspection_endpoint.is_some() {
+            return Ok(self.introspect(&meta, access_token).await?.is_some());
         }
         if let Some(url) = meta.discovery.userinfo_endpoint.clone() {
             let resp = self.http.get(url).bearer_auth(access_token).send().await?;
@@ -705,6 +722,179 @@ impl OidcClient {
         }
         // Nothing to ask: the token's own expiry (checked by the caller) is all we have.
         Ok(true)
+    }
+
+    /// RFC 7662 introspection: the response claims when the token is active and was issued to
+    /// this client, `None` otherwise.
+    async fn introspect(
+        &self,
+        meta: &Metadata,
+        token: &str,
+    ) -> Result<Option<Map<String, Value>>, OidcError> {
+        let Some(url) = meta.discovery.introspection_endpoint.clone() else {
+            return Err(OidcError::NotReady(
+                "the provider has no introspection endpoint".into(),
+            ));
+        };
+        let mut form = vec![
+            ("token", token.to_string()),
+            ("token_type_hint", "access_token".to_string()),
+        ];
+        let req = self.with_client_auth(meta, self.http.post(url), &mut form);
+        let resp = req.form(&form).send().await?;
+        if resp.status().as_u16() != 200 {
+            return Err(OidcError::Status {
+                status: resp.status().as_u16(),
+                detail: "introspection".into(),
+            });
+        }
+        let body: Map<String, Value> = resp
+            .json()
+            .await
+            .map_err(|e| OidcError::Invalid(format!("introspection: {e}")))?;
+        let active = body.get("active").and_then(Value::as_bool).unwrap_or(false);
+        // A token issued to another client must not open this one's applications.
+        let foreign = body
+            .get("client_id")
+            .and_then(Value::as_str)
+            .is_some_and(|c| c != self.settings.client_id);
+        Ok((active && !foreign).then_some(body))
+    }
+
+    /// Authenticates an `Authorization` header (cached per header value: successes for the
+    /// cache TTL, failures for a few seconds). Bearer tokens are introspected; Basic
+    /// credentials are exchanged with the client_credentials grant (authentik app passwords;
+    /// user `goauthentik.io/token` carries a bearer token as its password).
+    pub async fn header_auth(
+        &self,
+        header: &str,
+        allow_basic: bool,
+    ) -> Result<Option<HeaderIdentity>, Arc<OidcError>> {
+        let key = token_key(header);
+        let ttl = self.settings.cache_ttl;
+        let entry = self
+            .header_cache
+            .try_get_with(key, async {
+                let _permit = self
+                    .permits
+                    .acquire()
+                    .await
+                    .map_err(|_| OidcError::NotReady("shutting down".into()))?;
+                let found = self.header_auth_upstream(header, allow_basic).await?;
+                let ttl = match &found {
+                    Some(h) => ttl.min(Duration::from_secs(
+                        (h.expires_at - unix_now()).max(1) as u64
+                    )),
+                    None => NEGATIVE_TTL,
+                };
+                Ok::<_, OidcError>(CachedHeader { found, ttl })
+            })
+            .await?;
+        Ok(entry.found.filter(|h| h.expires_at > unix_now()))
+    }
+
+    async fn header_auth_upstream(
+        &self,
+        header: &str,
+        allow_basic: bool,
+    ) -> Result<Option<HeaderIdentity>, OidcError> {
+        let meta = self.ready_meta()?;
+        let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
+        if scheme.eq_ignore_ascii_case("bearer") {
+            return self.bearer_identity(&meta, rest.trim()).await;
+        }
+        if !allow_basic || !scheme.eq_ignore_ascii_case("basic") {
+            return Ok(None);
+        }
+        let Some((user, pass)) = base64::engine::general_purpose::STANDARD
+            .decode(rest.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| {
+                s.split_once(':')
+                    .map(|(u, p)| (u.to_string(), p.to_string()))
+            })
+        else {
+            return Ok(None);
+        };
+        if user == "goauthentik.io/token" {
+            if let Some(found) = self.bearer_identity(&meta, &pass).await? {
+                return Ok(Some(found));
+            }
+        }
+        let form = vec![
+            ("grant_type", "client_credentials".to_string()),
+            ("client_id", self.settings.client_id.clone()),
+            ("username", user),
+            ("password", pass),
+            ("scope", self.settings.scopes.join(" ")),
+        ];
+        let resp = self
+            .http
+            .post(meta.discovery.token_endpoint.clone())
+            .form(&form)
+            .send()
+            .await?;
+        if resp.status().as_u16() != 200 {
+            return Ok(None);
+        }
+        let t: TokenResponse = resp
+            .json()
+            .await
+            .map_err(|e| OidcError::Invalid(format!("token response: {e}")))?;
+        let Some(id_token) = t.id_token else {
+            return Ok(None);
+        };
+        let claims = match self.verify_id_token(&id_token, None).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "client_credentials token rejected");
+                return Ok(None);
+            }
+        };
+        let Some(identity) = Identity::from_claims(&claims) else {
+            return Ok(None);
+        };
+        let expires_at = claims
+            .get("exp")
+            .and_then(Value::as_i64)
+            .unwrap_or_else(|| unix_now() + 60);
+        Ok(Some(HeaderIdentity {
+            identity,
+            token: id_token,
+            expires_at,
+        }))
+    }
+
+    async fn bearer_identity(
+        &self,
+        meta: &Metadata,
+        token: &str,
+    ) -> Result<Option<HeaderIdentity>, OidcError> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        let Some(claims) = self.introspect(meta, token).await? else {
+            return Ok(None);
+        };
+        let Some(mut identity) = Identity::from_claims(&claims) else {
+            return Ok(None);
+        };
+        if identity.username.is_empty() || identity.email.is_empty() {
+            match self.userinfo(token).await {
+                Ok(info) => identity.merge_userinfo(&info),
+                Err(e) => tracing::debug!(error = %e, "userinfo for a bearer token failed"),
+            }
+        }
+        let expires_at = claims
+            .get("exp")
+            .and_then(Value::as_i64)
+            .unwrap_or_else(|| unix_now() + self.settings.cache_ttl.as_secs() as i64);
+        Ok(Some(HeaderIdentity {
+            identity,
+            token: token.to_string(),
+            expires_at,
+        }))
     }
 
     /// Revokes a token at the provider when it has a revocation endpoint. Best effort.

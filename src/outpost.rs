@@ -15,6 +15,9 @@ use crate::login::STATE_TTL_SECS;
 use crate::oidc::{ClientSettings, OidcClient};
 use crate::seal::Sealer;
 
+/// How long an ended provider session is remembered: longer than any session can live.
+pub const ENDED_SESSION_MEMORY: Duration = Duration::from_secs(8 * 86400);
+
 /// Settings that apply to every application.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -42,6 +45,9 @@ impl Settings {
 pub struct Runtime {
     pub apps: AppSet,
     pub settings: Settings,
+    /// False until the first configuration arrived (authentik mode start-up): requests are
+    /// answered 503 meanwhile, never judged against an empty configuration.
+    pub loaded: bool,
 }
 
 /// Everything the request handlers share.
@@ -49,6 +55,8 @@ pub struct Outpost {
     runtime: ArcSwap<Runtime>,
     /// Login states already used in this process (replay protection).
     used_states: moka::sync::Cache<String, ()>,
+    /// Provider sessions (`sid`) ended by the server; their cookies stop working at once.
+    ended_sessions: moka::sync::Cache<String, ()>,
 }
 
 impl Outpost {
@@ -59,7 +67,21 @@ impl Outpost {
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(STATE_TTL_SECS as u64 + 60))
                 .build(),
+            ended_sessions: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(ENDED_SESSION_MEMORY)
+                .build(),
         }
+    }
+
+    /// Records that the provider ended session `sid` (authentik's SESSION_END).
+    pub fn end_session(&self, sid: &str) {
+        self.ended_sessions.insert(sid.to_string(), ());
+    }
+
+    /// Whether the provider ended session `sid`.
+    pub fn is_ended(&self, sid: &str) -> bool {
+        self.ended_sessions.contains_key(sid)
     }
 
     pub fn runtime(&self) -> Arc<Runtime> {
@@ -80,6 +102,9 @@ impl Outpost {
     /// Whether every provider is usable.
     pub fn ready(&self) -> Result<(), String> {
         let rt = self.runtime();
+        if !rt.loaded {
+            return Err("configuration not loaded yet".into());
+        }
         for app in rt.apps.iter() {
             if let Some(reason) = app.oidc.not_ready_reason() {
                 return Err(format!("{}: {reason}", app.spec.name));
@@ -102,6 +127,7 @@ impl Runtime {
             client_auth: p.client_auth,
             cache_ttl: p.introspection_cache_ttl,
             max_concurrent_checks: p.max_concurrent_introspections,
+            extra_issuers: Vec::new(),
         };
         let reusable = previous
             .and_then(|r| r.apps.iter().next())
@@ -125,11 +151,16 @@ impl Runtime {
                     cookie_name: cookie.clone(),
                     provider_name: spec.name.clone(),
                     app_slug: spec.name.clone(),
-                    extras: AppExtras::default(),
+                    extras: AppExtras {
+                        basic_auth: None,
+                        bearer_header: true,
+                        basic_header: false,
+                    },
                 })
             })
             .collect();
         Runtime {
+            loaded: true,
             apps: AppSet::new(apps),
             settings: Settings {
                 outpost_name: cfg.outpost_name.clone(),

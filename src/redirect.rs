@@ -50,7 +50,7 @@ impl RedirectTarget {
         let ext = &app.external_host;
         let same_host = ext.host_str() == Some(host.as_str()) && ext.port() == url.port();
         let allowed = match app.mode {
-            Mode::ForwardSingle => same_host,
+            Mode::ForwardSingle | Mode::Proxy => same_host,
             Mode::ForwardDomain => {
                 same_host
                     || (matches!(url.host(), Some(url::Host::Domain(_)))

@@ -61,9 +61,12 @@ pub fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
-/// The host the request is for: `X-Forwarded-Host` from trusted proxies, else `Host`.
-pub fn request_host(parts: &Parts, trusted: bool) -> Option<&str> {
-    if trusted {
+/// The host the request is for. Traefik and Caddy call the outpost under its own address and
+/// name the original host in `X-Forwarded-Host` (believed from trusted proxies only); every
+/// other request is routed by `Host`, which nginx sets from the request it protects. A
+/// client-sent `X-Forwarded-Host` that nginx passes through therefore never selects the app.
+pub fn request_host(parts: &Parts, trusted: bool, flavour: Option<Flavour>) -> Option<&str> {
+    if trusted && matches!(flavour, Some(Flavour::Traefik | Flavour::Caddy)) {
         if let Some(h) = header_str(&parts.headers, X_FORWARDED_HOST) {
             // A list (proxy chains) names the original host first.
             return h.split(',').next().map(str::trim);
@@ -76,13 +79,54 @@ fn first_value(v: &str) -> &str {
     v.split(',').next().unwrap_or_default().trim()
 }
 
-/// Builds an http(s) URL from parts; `None` unless it parses with a host.
+/// Whether `authority` is a plain `host[:port]`: DNS labels (letters, digits, `-`, `_`, `.`)
+/// or a bracketed IPv6 address, and an optional numeric port. Anything else (`\\`, `?`, `#`,
+/// `@`, `/`, spaces, empty) could move characters from the host into the path when parsed.
+pub fn is_plain_authority(authority: &str) -> bool {
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((v6, after)) => {
+                if v6.is_empty()
+                    || !v6
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+                {
+                    return false;
+                }
+                (v6, after)
+            }
+            None => return false,
+        }
+    } else {
+        match authority.find(':') {
+            Some(i) => (&authority[..i], &authority[i..]),
+            None => (authority, ""),
+        }
+    };
+    let port_ok = port.is_empty()
+        || port.strip_prefix(':').is_some_and(|p| {
+            !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+        });
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && (authority.starts_with('[')
+            || host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')));
+    host_ok && port_ok
+}
+
+/// Builds an http(s) URL from a scheme, a `host[:port]` and a path with query. `None` unless
+/// every part is well-formed, so no part can leak into another.
 fn absolute(scheme: &str, host: &str, path_and_query: &str) -> Option<Url> {
     let scheme = scheme.to_ascii_lowercase();
     if scheme != "http" && scheme != "https" {
         return None;
     }
-    if !path_and_query.starts_with('/') || host.is_empty() || host.contains(['/', '\\', '@']) {
+    if !path_and_query.starts_with('/') || !is_plain_authority(host) {
+        return None;
+    }
+    if path_and_query.chars().any(|c| c.is_control()) {
         return None;
     }
     let u = Url::parse(&format!("{scheme}://{host}{path_and_query}")).ok()?;
@@ -90,15 +134,11 @@ fn absolute(scheme: &str, host: &str, path_and_query: &str) -> Option<Url> {
     Some(u)
 }
 
+/// Parses an absolute `http(s)://host[:port]/path?query` strictly (see [`absolute`]).
 fn parse_absolute(s: &str) -> Option<Url> {
-    let u = Url::parse(s).ok()?;
-    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
-        return None;
-    }
-    if !u.username().is_empty() || u.password().is_some() {
-        return None;
-    }
-    Some(u)
+    let (scheme, rest) = s.split_once("://")?;
+    let slash = rest.find('/')?;
+    absolute(scheme, &rest[..slash], &rest[slash..])
 }
 
 impl AuthRequest {
@@ -148,7 +188,7 @@ impl AuthRequest {
             let scheme = header_str(h, X_FORWARDED_PROTO)
                 .map(first_value)
                 .unwrap_or("http");
-            let host = request_host(parts, true).unwrap_or_default();
+            let host = request_host(parts, true, Some(Flavour::Nginx)).unwrap_or_default();
             return absolute(scheme, host, uri).ok_or(ForwardError::Unparsable);
         }
         Err(ForwardError::Missing)
@@ -261,6 +301,53 @@ mod tests {
     }
 
     #[test]
+    fn host_parts_cannot_leak_into_the_path() {
+        for bad in [
+            "http:///evil/public/x",
+            "http://app.example.test\\public\\/private",
+            "http://app.example.test?/private",
+            "http://app.example.test#/private",
+            "http://user@app.example.test/private",
+            "http://app.example.test:80:80/private",
+            "http://app.example.test:/private",
+            "http://app example/private",
+            "http://app.example.test",
+        ] {
+            let p = parts("/x", &[("x-original-url", bad)]);
+            assert_eq!(
+                AuthRequest::parse(Flavour::Nginx, &p, true).original,
+                Err(ForwardError::Unparsable),
+                "{bad}"
+            );
+        }
+        for good in [
+            "http://app.example.test/p?q=1",
+            "https://[::1]:8443/x",
+            "http://10.0.0.1:80/",
+        ] {
+            let p = parts("/x", &[("x-original-url", good)]);
+            assert!(
+                AuthRequest::parse(Flavour::Nginx, &p, true)
+                    .original
+                    .is_ok(),
+                "{good}"
+            );
+        }
+        let p = parts(
+            "/",
+            &[
+                ("x-forwarded-proto", "http"),
+                ("x-forwarded-host", "a?b"),
+                ("x-forwarded-uri", "/"),
+            ],
+        );
+        assert_eq!(
+            AuthRequest::parse(Flavour::Traefik, &p, true).original,
+            Err(ForwardError::Unparsable)
+        );
+    }
+
+    #[test]
     fn untrusted_peers_forwarding_headers_are_ignored() {
         let p = parts(
             "/x",
@@ -280,8 +367,19 @@ mod tests {
                 ("x-forwarded-host", "app.example.com"),
             ],
         );
-        assert_eq!(request_host(&p, false), Some("outpost:9000"));
-        assert_eq!(request_host(&p, true), Some("app.example.com"));
+        assert_eq!(
+            request_host(&p, false, Some(Flavour::Traefik)),
+            Some("outpost:9000")
+        );
+        assert_eq!(
+            request_host(&p, true, Some(Flavour::Traefik)),
+            Some("app.example.com")
+        );
+        assert_eq!(
+            request_host(&p, true, Some(Flavour::Nginx)),
+            Some("outpost:9000")
+        );
+        assert_eq!(request_host(&p, true, None), Some("outpost:9000"));
     }
 
     #[test]

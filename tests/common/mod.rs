@@ -3,6 +3,7 @@
 //! examples, the echo app, and a cookie-keeping HTTP "browser" that can log in.
 #![allow(dead_code)]
 
+pub mod caddy;
 pub mod echo;
 pub mod nginx;
 
@@ -131,23 +132,42 @@ impl Idp {
             repo().join("tests/idp/node_modules").is_dir(),
             "tests/idp/node_modules missing: run scripts/install-deps.sh"
         );
-        let mut child = Command::new("node")
-            .arg(&server)
-            .arg(&path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start node (is Node.js installed?)");
-        let stdout = child.stdout.take().expect("idp stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read idp ready line");
-        let issuer = line
-            .trim()
-            .strip_prefix("IDP_READY ")
-            .unwrap_or_else(|| panic!("IdP did not start: {line:?}"))
-            .to_string();
+        // A stalled start (seen rarely under load) is retried once instead of hanging.
+        let mut attempt = 0;
+        let (child, issuer) = loop {
+            attempt += 1;
+            let mut child = Command::new("node")
+                .arg(&server)
+                .arg(&path)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start node (is Node.js installed?)");
+            let stdout = child.stdout.take().expect("idp stdout");
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                let mut reader = BufReader::new(stdout);
+                let _ = reader.read_line(&mut line);
+                let _ = tx.send(line);
+                // Keep draining so the IdP never blocks on a full pipe.
+                let mut sink = String::new();
+                while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+                    sink.clear();
+                }
+            });
+            match rx.recv_timeout(Duration::from_secs(20)) {
+                Ok(line) if line.starts_with("IDP_READY ") => {
+                    let issuer = line.trim().trim_start_matches("IDP_READY ").to_string();
+                    break (child, issuer);
+                }
+                other => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    assert!(attempt < 2, "IdP did not start: {other:?}");
+                }
+            }
+        };
         Idp {
             issuer,
             child,
