@@ -327,10 +327,10 @@ impl AppSet {
             return self.apps.get(i);
         }
         let hostname = strip_port(&host);
-        if let Some(v) = self.by_hostname.get(hostname) {
-            if v.len() == 1 {
-                return self.apps.get(v[0]);
-            }
+        if let Some(v) = self.by_hostname.get(hostname)
+            && v.len() == 1
+        {
+            return self.apps.get(v[0]);
         }
         let mut rest = hostname;
         loop {

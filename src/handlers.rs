@@ -155,15 +155,15 @@ async fn auth(
     flavour: Flavour,
 ) -> Response<Body> {
     let req = AuthRequest::parse(flavour, parts, ctx.trusted);
-    if matches!(flavour, Flavour::Traefik | Flavour::Caddy) {
-        if let Ok(u) = &req.original {
-            match signature(u.query().unwrap_or_default()) {
-                Some(Signature::Callback) => {
-                    return callback(ctx, app, &parts.headers, u.query().unwrap_or_default()).await;
-                }
-                Some(Signature::Logout) => return sign_out(app, &parts.headers).await,
-                None => {}
+    if matches!(flavour, Flavour::Traefik | Flavour::Caddy)
+        && let Ok(u) = &req.original
+    {
+        match signature(u.query().unwrap_or_default()) {
+            Some(Signature::Callback) => {
+                return callback(ctx, app, &parts.headers, u.query().unwrap_or_default()).await;
             }
+            Some(Signature::Logout) => return sign_out(app, &parts.headers).await,
+            None => {}
         }
     }
     let cookies = read_session_cookies(&parts.headers, &app.cookie_name);

@@ -26,11 +26,14 @@
 //! - [`metrics`]: Prometheus text on the metrics listener.
 //! - [`telemetry`]: tracing set-up.
 //! - [`healthcheck`]: the `ak-outpost healthcheck` probe.
+//! - [`authentik`]: authentik mode: API client, websocket, providers → applications.
+//! - [`tls`]: TLS configuration helpers.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
 pub mod app;
+pub mod authentik;
 pub mod config;
 pub mod decide;
 pub mod extras;
@@ -50,3 +53,4 @@ pub mod secret;
 pub mod server;
 pub mod session;
 pub mod telemetry;
+pub mod tls;

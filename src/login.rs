@@ -47,9 +47,9 @@ pub struct LoginState {
 pub enum StateError {
     /// Not ours, tampered, or malformed.
     Unreadable,
-    Expired(LoginState),
+    Expired(Box<LoginState>),
     /// The binding cookie is missing or belongs to another browser.
-    WrongBrowser(LoginState),
+    WrongBrowser(Box<LoginState>),
 }
 
 /// Name of the binding cookie next to the session cookie.
@@ -86,11 +86,11 @@ impl LoginState {
         let plain = sealer.unseal(aad, sealed).ok_or(StateError::Unreadable)?;
         let st: LoginState = serde_json::from_slice(&plain).map_err(|_| StateError::Unreadable)?;
         if now - st.issued_at > STATE_TTL_SECS || st.issued_at - now > 60 {
-            return Err(StateError::Expired(st));
+            return Err(StateError::Expired(Box::new(st)));
         }
         match binding_cookie {
             Some(v) if binding_hash(v) == st.binding => Ok(st),
-            _ => Err(StateError::WrongBrowser(st)),
+            _ => Err(StateError::WrongBrowser(Box::new(st))),
         }
     }
 }
@@ -123,15 +123,15 @@ mod tests {
         );
         assert_eq!(
             LoginState::open(&s, b"c", &sealed, Some("other"), 1010),
-            Err(StateError::WrongBrowser(st.clone()))
+            Err(StateError::WrongBrowser(Box::new(st.clone())))
         );
         assert_eq!(
             LoginState::open(&s, b"c", &sealed, None, 1010),
-            Err(StateError::WrongBrowser(st.clone()))
+            Err(StateError::WrongBrowser(Box::new(st.clone())))
         );
         assert_eq!(
             LoginState::open(&s, b"c", &sealed, Some(b), 1000 + STATE_TTL_SECS + 1),
-            Err(StateError::Expired(st.clone()))
+            Err(StateError::Expired(Box::new(st.clone())))
         );
         assert_eq!(
             LoginState::open(&s, b"other-app", &sealed, Some(b), 1010),

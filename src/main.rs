@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use ak_outpost::authentik::{self, AuthentikEnv};
 use ak_outpost::config::{Config, EXIT_CONFIG};
 use ak_outpost::outpost::{Outpost, Runtime};
 use ak_outpost::server::{self, Listener};
@@ -12,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 const USAGE: &str = "usage:
+  ak-outpost                               run as authentik's proxy outpost (AUTHENTIK_HOST, AUTHENTIK_TOKEN)
   ak-outpost --config <file.yaml>          run standalone from a YAML file
   ak-outpost --check-config --config <f>   validate the file and exit (64 if invalid)
   ak-outpost healthcheck [--config <f>]    probe the running outpost's ping endpoint
@@ -19,6 +21,7 @@ const USAGE: &str = "usage:
 
 enum Command {
     Run(PathBuf),
+    Authentik,
     Check(PathBuf),
     Health(Option<PathBuf>),
     Version,
@@ -48,7 +51,12 @@ fn parse_args() -> Result<Command, String> {
     match (config, check) {
         (Some(c), true) => Ok(Command::Check(c)),
         (Some(c), false) => Ok(Command::Run(c)),
-        (None, _) => Err("no configuration: pass --config <file.yaml>".into()),
+        (None, false) if std::env::var_os("AUTHENTIK_HOST").is_some() || std::env::var_os("AUTHENTIK_TOKEN").is_some() => {
+            Ok(Command::Authentik)
+        }
+        (None, _) => Err(
+            "no configuration: pass --config <file.yaml>, or set AUTHENTIK_HOST and AUTHENTIK_TOKEN".into(),
+        ),
     }
 }
 
@@ -79,10 +87,21 @@ fn main() -> ExitCode {
             }
         },
         Command::Health(path) => {
-            let addr = path
-                .and_then(|p| Config::load(&p).ok())
-                .map(|c| c.listen_metrics.unwrap_or(c.listen_http))
-                .unwrap_or_else(|| ([127, 0, 0, 1], 9300).into());
+            let addr = match path {
+                Some(p) => Config::load(&p)
+                    .ok()
+                    .map(|c| c.listen_metrics.unwrap_or(c.listen_http)),
+                None => Some(
+                    AuthentikEnv::from_lookup(|k| match k {
+                        "AUTHENTIK_HOST" => Some("http://unused/".into()),
+                        "AUTHENTIK_TOKEN" => Some("unused".into()),
+                        _ => std::env::var(k).ok(),
+                    })
+                    .map(|e| e.listen_metrics)
+                    .unwrap_or_else(|_| ([127, 0, 0, 1], 9300).into()),
+                ),
+            }
+            .unwrap_or_else(|| ([127, 0, 0, 1], 9300).into());
             match healthcheck::probe(addr) {
                 Ok(status) if status < 400 => ExitCode::SUCCESS,
                 Ok(status) => {
@@ -96,7 +115,64 @@ fn main() -> ExitCode {
             }
         }
         Command::Run(path) => run(path),
+        Command::Authentik => run_authentik(),
     }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
+fn run_authentik() -> ExitCode {
+    let env = match AuthentikEnv::from_env() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("ak-outpost: {e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    telemetry::init(&env.log_level, "auto");
+    let Some(rt) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    rt.block_on(async move {
+        let Some(http) = bind(env.listen_http).await else {
+            return ExitCode::FAILURE;
+        };
+        let metrics = bind(env.listen_metrics).await;
+        let outpost = Arc::new(Outpost::new(env.empty_runtime()));
+        tracing::info!(
+            authentik = %env.host,
+            http = %env.listen_http,
+            metrics = %env.listen_metrics,
+            version = env!("CARGO_PKG_VERSION"),
+            "ak-outpost starting in authentik mode"
+        );
+        let refresh = Arc::new(tokio::sync::Notify::new());
+        let control = tokio::spawn(authentik::control(
+            env.clone(),
+            Arc::clone(&outpost),
+            Arc::clone(&refresh),
+        ));
+
+        run_listeners(
+            http,
+            metrics,
+            &outpost,
+            Reload::Authentik(refresh),
+            Some(control),
+        )
+        .await
+    })
 }
 
 fn run(path: PathBuf) -> ExitCode {
@@ -108,97 +184,129 @@ fn run(path: PathBuf) -> ExitCode {
         }
     };
     telemetry::init(&cfg.log.level, &cfg.log.format);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(rt) = runtime() else {
+        return ExitCode::FAILURE;
     };
-    rt.block_on(serve(path, cfg))
+    rt.block_on(async move {
+        let Some(http) = bind(cfg.listen_http).await else {
+            return ExitCode::FAILURE;
+        };
+        let metrics = match cfg.listen_metrics {
+            Some(a) => match bind(a).await {
+                Some(l) => Some(l),
+                None => return ExitCode::FAILURE,
+            },
+            None => None,
+        };
+        let outpost = Arc::new(Outpost::new(Runtime::from_config(&cfg, None)));
+        tracing::info!(
+            http = %cfg.listen_http,
+            metrics = %cfg.listen_metrics.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+            applications = cfg.apps.len(),
+            version = env!("CARGO_PKG_VERSION"),
+            "ak-outpost listening"
+        );
+        run_listeners(http, metrics, &outpost, Reload::File(path), None).await
+    })
 }
 
-async fn serve(path: PathBuf, cfg: Config) -> ExitCode {
-    let http = match TcpListener::bind(cfg.listen_http).await {
-        Ok(l) => l,
+async fn bind(addr: std::net::SocketAddr) -> Option<TcpListener> {
+    match TcpListener::bind(addr).await {
+        Ok(l) => Some(l),
         Err(e) => {
-            tracing::error!(addr = %cfg.listen_http, error = %e, "cannot listen");
-            return ExitCode::FAILURE;
+            tracing::error!(addr = %addr, error = %e, "cannot listen");
+            None
         }
-    };
-    let metrics = match cfg.listen_metrics {
-        Some(a) => match TcpListener::bind(a).await {
-            Ok(l) => Some(l),
-            Err(e) => {
-                tracing::error!(addr = %a, error = %e, "cannot listen");
-                return ExitCode::FAILURE;
-            }
-        },
-        None => None,
-    };
-    let outpost = Arc::new(Outpost::new(Runtime::from_config(&cfg, None)));
-    tracing::info!(
-        http = %http.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-        metrics = %metrics.as_ref().and_then(|m| m.local_addr().ok()).map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
-        applications = cfg.apps.len(),
-        version = env!("CARGO_PKG_VERSION"),
-        "ak-outpost listening"
-    );
+    }
+}
+
+/// What SIGHUP / SIGUSR1 reload.
+enum Reload {
+    File(PathBuf),
+    Authentik(Arc<tokio::sync::Notify>),
+}
+
+/// Serves until SIGTERM/SIGINT (or a fatal control error), then drains.
+async fn run_listeners(
+    http: TcpListener,
+    metrics: Option<TcpListener>,
+    outpost: &Arc<Outpost>,
+    reload: Reload,
+    control: Option<tokio::task::JoinHandle<authentik::Fatal>>,
+) -> ExitCode {
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await; // a closed channel also means stop
     };
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(server::serve(
+    let mut tasks = vec![tokio::spawn(server::serve(
         http,
         Listener::Http,
-        Arc::clone(&outpost),
+        Arc::clone(outpost),
         stopped(stop_rx.clone()),
-    )));
+    ))];
     if let Some(m) = metrics {
         tasks.push(tokio::spawn(server::serve(
             m,
             Listener::Metrics,
-            Arc::clone(&outpost),
+            Arc::clone(outpost),
             stopped(stop_rx.clone()),
         )));
     }
-    signals(&path, &outpost).await;
+    let code = tokio::select! {
+        _ = signals(&reload, outpost) => ExitCode::SUCCESS,
+        fatal = async {
+            match control {
+                Some(c) => c.await.ok(),
+                None => std::future::pending().await,
+            }
+        } => {
+            tracing::error!(reason = ?fatal, "stopping");
+            ExitCode::FAILURE
+        }
+    };
     tracing::info!("shutting down: draining connections");
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;
     }
-    ExitCode::SUCCESS
+    code
 }
 
-/// Waits for SIGTERM/SIGINT; SIGHUP re-reads the configuration meanwhile.
-async fn signals(path: &std::path::Path, outpost: &Outpost) {
+/// Waits for SIGTERM/SIGINT; SIGHUP re-reads the YAML file, SIGUSR1 refreshes from authentik.
+async fn signals(reload: &Reload, outpost: &Outpost) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined1()),
     ) else {
         tracing::error!("cannot install signal handlers; stopping on Ctrl-C only");
         let _ = tokio::signal::ctrl_c().await;
         return;
     };
     loop {
-        tokio::select! {
+        let reload_now = tokio::select! {
             _ = term.recv() => return,
             _ = int.recv() => return,
-            _ = hup.recv() => match Config::load(path) {
+            _ = hup.recv() => true,
+            _ = usr1.recv() => true,
+        };
+        if !reload_now {
+            continue;
+        }
+        match reload {
+            Reload::File(path) => match Config::load(path) {
                 Ok(cfg) => {
                     let old = outpost.runtime();
                     outpost.swap(Runtime::from_config(&cfg, Some(&old)));
                     tracing::info!(applications = cfg.apps.len(), "configuration reloaded");
                 }
-                Err(e) => tracing::error!(error = %e, "new configuration rejected; the old one keeps serving"),
+                Err(e) => {
+                    tracing::error!(error = %e, "new configuration rejected; the old one keeps serving")
+                }
             },
+            Reload::Authentik(n) => n.notify_one(),
         }
     }
 }

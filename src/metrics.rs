@@ -10,7 +10,7 @@ use http::{Response, StatusCode};
 
 use crate::handlers::LogInfo;
 use crate::outpost::Outpost;
-use crate::paths::{METRICS_PATH, PING_PATH, PREFIX, READY_PATH};
+use crate::paths::{METRICS_PATH, PING_PATH, READY_PATH};
 use crate::respond::{self, Body};
 
 /// Prometheus client default buckets, in seconds.
@@ -53,6 +53,20 @@ static STATUS_2XX: AtomicU64 = AtomicU64::new(0);
 static STATUS_4XX: AtomicU64 = AtomicU64::new(0);
 static STATUS_5XX: AtomicU64 = AtomicU64::new(0);
 
+static LAST_UPDATE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+static CONNECTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Records whether the websocket to authentik is up.
+pub fn set_connected(up: bool) {
+    CONNECTED.store(up, Ordering::Relaxed);
+}
+
+/// Records a successful configuration refresh (authentik mode).
+pub fn set_last_update() {
+    LAST_UPDATE.store(crate::oidc::unix_now(), Ordering::Relaxed);
+}
+
 /// Records one request.
 pub fn observe(path: &str, status: StatusCode, d: Duration) {
     if path.starts_with(PING_PATH) {
@@ -84,8 +98,6 @@ pub fn handle(outpost: &Outpost, parts: &Parts) -> Response<Body> {
             Ok(()) => respond::text(StatusCode::OK, "ready"),
             Err(e) => respond::text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {e}")),
         }
-    } else if path.starts_with(PREFIX) || path == "/" {
-        respond::text(StatusCode::NOT_FOUND, "404 page not found")
     } else {
         respond::text(StatusCode::NOT_FOUND, "404 page not found")
     };
@@ -140,6 +152,21 @@ fn render(outpost: &Outpost) -> String {
         "authentik_outpost_info{{outpost_name=\"{name}\",outpost_type=\"proxy\",version=\"{}\"}} 1\n",
         env!("CARGO_PKG_VERSION")
     ));
+    let last = LAST_UPDATE.load(Ordering::Relaxed);
+    if last > 0 {
+        out.push_str("# HELP authentik_outpost_connection Websocket connection to authentik\n");
+        out.push_str("# TYPE authentik_outpost_connection gauge\n");
+        out.push_str(&format!(
+            "authentik_outpost_connection{{outpost_name=\"{name}\",outpost_type=\"proxy\"}} {}\n",
+            u8::from(CONNECTED.load(Ordering::Relaxed))
+        ));
+        out.push_str("# HELP authentik_outpost_last_update Last configuration refresh\n");
+        out.push_str("# TYPE authentik_outpost_last_update gauge\n");
+        out.push_str(&format!(
+            "authentik_outpost_last_update{{outpost_name=\"{name}\",outpost_type=\"proxy\",version=\"{}\"}} {last}\n",
+            env!("CARGO_PKG_VERSION")
+        ));
+    }
     out.push_str("# HELP ak_outpost_provider_ready Whether every identity provider is usable\n");
     out.push_str("# TYPE ak_outpost_provider_ready gauge\n");
     out.push_str(&format!(

@@ -302,13 +302,29 @@ impl OidcClient {
 
     /// Keeps trying discovery and JWKS with capped exponential backoff until both load.
     pub fn spawn_discovery(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        self.spawn_until_ready(None)
+    }
+
+    /// Keeps trying to load the keys of a known discovery document until it works.
+    pub fn spawn_install(self: &Arc<Self>, disc: Discovery) -> tokio::task::JoinHandle<()> {
+        self.spawn_until_ready(Some(disc))
+    }
+
+    fn spawn_until_ready(
+        self: &Arc<Self>,
+        known: Option<Discovery>,
+    ) -> tokio::task::JoinHandle<()> {
         let me = Arc::clone(self);
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(500);
             let mut attempt: u32 = 0;
             loop {
                 attempt += 1;
-                match me.discover().await {
+                let result = match &known {
+                    Some(d) => me.install(d.clone()).await,
+                    None => me.discover().await,
+                };
+                match result {
                     Ok(()) => {
                         tracing::info!(issuer = %me.settings.issuer, "provider ready");
                         return;
@@ -316,7 +332,7 @@ impl OidcClient {
                     Err(e) => {
                         let msg = e.to_string();
                         // First failures at WARN, then quietly, to keep logs readable.
-                        if attempt <= 3 || attempt % 20 == 0 {
+                        if attempt <= 3 || attempt.is_multiple_of(20) {
                             tracing::warn!(issuer = %me.settings.issuer, error = %msg, retry_in_ms = delay.as_millis() as u64, "provider discovery failed");
                         } else {
                             tracing::debug!(error = %msg, "provider discovery failed");
@@ -556,10 +572,10 @@ impl OidcClient {
         let key = token_key(refresh_token);
         // A shared result is only reused while young; a provider that does not rotate refresh
         // tokens sees the same one again at the next renewal, which must really renew.
-        if let Some(RefreshOutcome::Renewed(t)) = self.refreshes.get(&key).await {
-            if !t.is_fresh(unix_now()) {
-                self.refreshes.invalidate(&key).await;
-            }
+        if let Some(RefreshOutcome::Renewed(t)) = self.refreshes.get(&key).await
+            && !t.is_fresh(unix_now())
+        {
+            self.refreshes.invalidate(&key).await;
         }
         let rt = refresh_token.to_string();
         self.refreshes
@@ -614,20 +630,18 @@ impl OidcClient {
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &v)
             .map_err(|e| OidcError::Verify(e.to_string()))?;
         let claims = data.claims;
-        if let Some(expected) = nonce {
-            if claims.get("nonce").and_then(Value::as_str) != Some(expected) {
-                return Err(OidcError::Verify("nonce mismatch".into()));
-            }
+        if let Some(expected) = nonce
+            && claims.get("nonce").and_then(Value::as_str) != Some(expected)
+        {
+            return Err(OidcError::Verify("nonce mismatch".into()));
         }
         // With several audiences the token must have been issued to us (OIDC core 3.1.3.7).
-        if let Some(Value::Array(aud)) = claims.get("aud") {
-            if aud.len() > 1 {
-                if let Some(azp) = claims.get("azp").and_then(Value::as_str) {
-                    if azp != self.settings.client_id {
-                        return Err(OidcError::Verify("azp is another client".into()));
-                    }
-                }
-            }
+        if let Some(Value::Array(aud)) = claims.get("aud")
+            && aud.len() > 1
+            && let Some(azp) = claims.get("azp").and_then(Value::as_str)
+            && azp != self.settings.client_id
+        {
+            return Err(OidcError::Verify("azp is another client".into()));
         }
         Ok(claims)
     }
@@ -817,10 +831,10 @@ impl OidcClient {
         else {
             return Ok(None);
         };
-        if user == "goauthentik.io/token" {
-            if let Some(found) = self.bearer_identity(&meta, &pass).await? {
-                return Ok(Some(found));
-            }
+        if user == "goauthentik.io/token"
+            && let Some(found) = self.bearer_identity(&meta, &pass).await?
+        {
+            return Ok(Some(found));
         }
         let form = vec![
             ("grant_type", "client_credentials".to_string()),

@@ -66,11 +66,12 @@ pub fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// other request is routed by `Host`, which nginx sets from the request it protects. A
 /// client-sent `X-Forwarded-Host` that nginx passes through therefore never selects the app.
 pub fn request_host(parts: &Parts, trusted: bool, flavour: Option<Flavour>) -> Option<&str> {
-    if trusted && matches!(flavour, Some(Flavour::Traefik | Flavour::Caddy)) {
-        if let Some(h) = header_str(&parts.headers, X_FORWARDED_HOST) {
-            // A list (proxy chains) names the original host first.
-            return h.split(',').next().map(str::trim);
-        }
+    if trusted
+        && matches!(flavour, Some(Flavour::Traefik | Flavour::Caddy))
+        && let Some(h) = header_str(&parts.headers, X_FORWARDED_HOST)
+    {
+        // A list (proxy chains) names the original host first.
+        return h.split(',').next().map(str::trim);
     }
     header_str(&parts.headers, HOST.as_str()).or_else(|| parts.uri.authority().map(|a| a.as_str()))
 }
@@ -221,10 +222,10 @@ pub fn is_navigation(method: &str, h: &HeaderMap) -> bool {
     if !method.eq_ignore_ascii_case("GET") && !method.eq_ignore_ascii_case("HEAD") {
         return false;
     }
-    if let Some(mode) = header_str(h, SEC_FETCH_MODE) {
-        if !mode.eq_ignore_ascii_case("navigate") {
-            return false;
-        }
+    if let Some(mode) = header_str(h, SEC_FETCH_MODE)
+        && !mode.eq_ignore_ascii_case("navigate")
+    {
+        return false;
     }
     if header_str(h, X_REQUESTED_WITH).is_some() {
         return false;

@@ -259,10 +259,10 @@ pub fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     for h in headers.get_all(COOKIE) {
         let Ok(line) = h.to_str() else { continue };
         for pair in line.split(';') {
-            if let Some((k, v)) = pair.trim().split_once('=') {
-                if k == name {
-                    return Some(v.trim_matches('"'));
-                }
+            if let Some((k, v)) = pair.trim().split_once('=')
+                && k == name
+            {
+                return Some(v.trim_matches('"'));
             }
         }
     }

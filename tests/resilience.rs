@@ -375,7 +375,7 @@ async fn distinct_invalid_tokens_respect_the_concurrency_limit() {
     let stats = s.idp.stats().await;
     assert_eq!(stats["introspection_requests"], 1000, "{stats}");
     let max = stats["introspection_max_in_flight"].as_u64().unwrap();
-    assert!(max <= 4 && max >= 1, "max in flight {max}: {stats}");
+    assert!((1..=4).contains(&max), "max in flight {max}: {stats}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@
 
 pub mod caddy;
 pub mod echo;
+pub mod fake_authentik;
 pub mod nginx;
 
 use std::io::{BufRead, BufReader};

@@ -1,0 +1,228 @@
+//! The outpost websocket: HELLO on connect and every 10 s, TRIGGER_UPDATE → refresh,
+//! SESSION_END → that provider session stops working at once. Reconnects with capped
+//! exponential backoff and keeps logs quiet while authentik is away.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use url::Url;
+
+use crate::authentik::api::user_agent;
+use crate::outpost::Outpost;
+
+pub const HELLO: i64 = 1;
+pub const TRIGGER_UPDATE: i64 = 2;
+pub const SESSION_END: i64 = 4;
+/// Time between HELLOs (authentik marks an outpost unhealthy after ~1.5×).
+pub const HELLO_INTERVAL: Duration = Duration::from_secs(10);
+
+/// `http(s)://host/prefix/` → `ws(s)://host/prefix/ws/outpost/<pk>/?<query>&instance_uuid=…`.
+pub fn websocket_url(base: &Url, outpost_pk: &str, instance: &str, attempt: u32) -> Option<Url> {
+    let mut u = base.clone();
+    let scheme = match base.scheme() {
+        "https" => "wss",
+        _ => "ws",
+    };
+    u.set_scheme(scheme).ok()?;
+    let path = format!("{}ws/outpost/{outpost_pk}/", base.path());
+    u.set_path(&path);
+    let mut pairs: Vec<(String, String)> = base
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    pairs.push(("instance_uuid".into(), instance.into()));
+    if attempt > 0 {
+        pairs.push(("attempt".into(), attempt.to_string()));
+    }
+    pairs.sort();
+    u.set_query(None);
+    {
+        let mut q = u.query_pairs_mut();
+        for (k, v) in &pairs {
+            q.append_pair(k, v);
+        }
+    }
+    Some(u)
+}
+
+fn hello(instance: &str) -> String {
+    let hostname = std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    json!({
+        "instruction": HELLO,
+        "args": {
+            "version": env!("CARGO_PKG_VERSION"),
+            "buildHash": "",
+            "uuid": instance,
+            "golangVersion": "rust (ak-outpost)",
+            "opensslEnabled": false,
+            "opensslVersion": "",
+            "fipsEnabled": false,
+            "hostname": hostname,
+        }
+    })
+    .to_string()
+}
+
+/// Runs the websocket forever: connects, says hello, handles instructions, reconnects.
+pub async fn run(
+    base: Url,
+    token: String,
+    outpost_pk: String,
+    instance: String,
+    insecure: bool,
+    outpost: Arc<Outpost>,
+    refresh: Arc<Notify>,
+) {
+    let mut attempt: u32 = 0;
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let Some(url) = websocket_url(&base, &outpost_pk, &instance, attempt) else {
+            tracing::error!("cannot build the websocket URL from AUTHENTIK_HOST");
+            return;
+        };
+        match session(&url, &token, &instance, insecure, &outpost, &refresh).await {
+            Ok(()) => {
+                delay = Duration::from_secs(1);
+                tracing::info!("websocket closed by authentik; reconnecting");
+            }
+            Err(e) => {
+                if attempt < 3 || attempt.is_multiple_of(20) {
+                    tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "websocket to authentik unavailable");
+                } else {
+                    tracing::debug!(error = %e, "websocket to authentik unavailable");
+                }
+            }
+        }
+        crate::metrics::set_connected(false);
+        attempt = attempt.saturating_add(1);
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(300));
+    }
+}
+
+async fn session(
+    url: &Url,
+    token: &str,
+    instance: &str,
+    insecure: bool,
+    outpost: &Outpost,
+    refresh: &Notify,
+) -> Result<(), String> {
+    let mut req = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| e.to_string())?;
+    let h = req.headers_mut();
+    h.insert(
+        http::header::AUTHORIZATION,
+        http::HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| e.to_string())?,
+    );
+    h.insert(
+        http::header::USER_AGENT,
+        http::HeaderValue::from_str(&user_agent()).map_err(|e| e.to_string())?,
+    );
+    let connector = if insecure {
+        let cfg = crate::tls::insecure_client_config().map_err(|e| e.to_string())?;
+        Some(tokio_tungstenite::Connector::Rustls(Arc::new(cfg)))
+    } else {
+        None
+    };
+    let connect = tokio_tungstenite::connect_async_tls_with_config(req, None, true, connector);
+    let (ws, _resp) = tokio::time::timeout(Duration::from_secs(10), connect)
+        .await
+        .map_err(|_| "handshake timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let (mut tx, mut rx) = ws.split();
+    tx.send(Message::text(hello(instance)))
+        .await
+        .map_err(|e| e.to_string())?;
+    crate::metrics::set_connected(true);
+    tracing::info!("websocket to authentik connected");
+    let mut ticker = tokio::time::interval(HELLO_INTERVAL);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                tx.send(Message::text(hello(instance))).await.map_err(|e| e.to_string())?;
+            }
+            msg = rx.next() => {
+                let msg = match msg {
+                    None => return Ok(()),
+                    Some(Err(e)) => return Err(e.to_string()),
+                    Some(Ok(m)) => m,
+                };
+                match msg {
+                    Message::Text(t) => handle(t.as_str(), outpost, refresh),
+                    Message::Ping(p) => { tx.send(Message::Pong(p)).await.map_err(|e| e.to_string())?; }
+                    Message::Close(_) => return Ok(()),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Acts on one server message.
+pub fn handle(text: &str, outpost: &Outpost, refresh: &Notify) {
+    let Ok(v) = serde_json::from_str::<Value>(text) else {
+        tracing::debug!("websocket message is not JSON");
+        return;
+    };
+    match v.get("instruction").and_then(Value::as_i64) {
+        Some(TRIGGER_UPDATE) => {
+            tracing::info!("authentik asked for a configuration refresh");
+            refresh.notify_one();
+        }
+        Some(SESSION_END) => match v
+            .get("args")
+            .and_then(|a| a.get("session_id"))
+            .and_then(Value::as_str)
+        {
+            Some(sid) if !sid.is_empty() => {
+                tracing::info!("authentik ended a session");
+                outpost.end_session(sid);
+            }
+            _ => tracing::warn!("SESSION_END without a session_id"),
+        },
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn websocket_urls_follow_authentik() {
+        let pk = "23470845-7263-4fe3-bd79-ec1d7bf77d77";
+        let u = websocket_url(
+            &Url::parse("http://localhost:9000/?foo=bar").unwrap(),
+            pk,
+            "i",
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            u.as_str(),
+            format!("ws://localhost:9000/ws/outpost/{pk}/?foo=bar&instance_uuid=i")
+        );
+        let u = websocket_url(
+            &Url::parse("https://ak.example/foo/bar/").unwrap(),
+            pk,
+            "i",
+            2,
+        )
+        .unwrap();
+        assert_eq!(
+            u.as_str(),
+            format!("wss://ak.example/foo/bar/ws/outpost/{pk}/?attempt=2&instance_uuid=i")
+        );
+    }
+}
