@@ -400,6 +400,32 @@ impl Binary {
         }
     }
 
+    /// Starts the binary in authentik mode with `env` (no arguments), listening on `addr`.
+    pub fn spawn_env(addr: SocketAddr, env: &[(&str, String)]) -> Binary {
+        let mut cmd = Command::new(binary_path());
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AUTHENTIK_LISTEN__HTTP", addr.to_string())
+            .env("AK_OUTPOST_RELOAD_JITTER", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        if !env.iter().any(|(k, _)| *k == "AUTHENTIK_LISTEN__METRICS") {
+            cmd.env(
+                "AUTHENTIK_LISTEN__METRICS",
+                format!("127.0.0.1:{}", free_port()),
+            );
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Binary {
+            addr,
+            child: cmd.spawn().expect("spawn ak-outpost"),
+            config: PathBuf::new(),
+            _dir: None,
+        }
+    }
+
     pub async fn wait_ping(&mut self) {
         let c = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(10);
