@@ -59,6 +59,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub log: RawLog,
     #[serde(default)]
+    pub tls: RawTls,
+    #[serde(default)]
     pub applications: Vec<RawApp>,
 }
 
@@ -66,7 +68,15 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawListen {
     pub http: Option<String>,
+    pub https: Option<String>,
     pub metrics: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -183,6 +193,10 @@ pub struct LogConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen_http: SocketAddr,
+    /// TLS listener, when configured.
+    pub listen_https: Option<SocketAddr>,
+    /// PEM certificate chain and key; `None` means a self-signed certificate.
+    pub tls_pem: Option<(String, String)>,
     pub listen_metrics: Option<SocketAddr>,
     pub outpost_name: String,
     pub secret: Vec<u8>,
@@ -217,6 +231,37 @@ impl Config {
             "listen.http",
             &mut p,
         );
+        let listen_https = match raw.listen.https.as_deref() {
+            None | Some("") => None,
+            Some(a) => parse_addr(a, "listen.https", &mut p),
+        };
+        let tls_pem = match (&raw.tls.cert_file, &raw.tls.key_file) {
+            (None, None) => None,
+            (Some(c), Some(k)) => match (std::fs::read_to_string(c), std::fs::read_to_string(k)) {
+                (Ok(cert), Ok(key)) => match crate::tls::from_pem(&cert, &key) {
+                    Ok(_) => Some((cert, key)),
+                    Err(e) => {
+                        p.push(format!("tls: {e}"));
+                        None
+                    }
+                },
+                (Err(e), _) => {
+                    p.push(format!("tls.cert_file: cannot read {c}: {e}"));
+                    None
+                }
+                (_, Err(e)) => {
+                    p.push(format!("tls.key_file: cannot read {k}: {e}"));
+                    None
+                }
+            },
+            _ => {
+                p.push("tls: cert_file and key_file go together".into());
+                None
+            }
+        };
+        if tls_pem.is_some() && listen_https.is_none() {
+            p.push("tls: a certificate is configured but listen.https is not set".into());
+        }
         let listen_metrics = match raw.listen.metrics.as_deref() {
             None => parse_addr("0.0.0.0:9300", "listen.metrics", &mut p),
             Some("") => None,
@@ -316,6 +361,8 @@ impl Config {
         match (listen_http, provider, p.is_empty()) {
             (Some(listen_http), Some(provider), true) => Ok(Config {
                 listen_http,
+                listen_https,
+                tls_pem,
                 listen_metrics,
                 outpost_name: raw.outpost_name.unwrap_or_else(|| "ak-outpost".into()),
                 secret,

@@ -8,7 +8,7 @@ use ak_outpost::authentik::{self, AuthentikEnv};
 use ak_outpost::config::{Config, EXIT_CONFIG};
 use ak_outpost::outpost::{Outpost, Runtime};
 use ak_outpost::server::{self, Listener};
-use ak_outpost::{healthcheck, telemetry};
+use ak_outpost::{healthcheck, telemetry, tls};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -149,6 +149,17 @@ fn run_authentik() -> ExitCode {
             return ExitCode::FAILURE;
         };
         let metrics = bind(env.listen_metrics).await;
+        let certs = match tls::self_signed() {
+            Ok(c) => Some(Arc::new(tls::CertStore::new(c))),
+            Err(e) => {
+                tracing::error!(error = %e, "no TLS listener");
+                None
+            }
+        };
+        let https = match (&certs, bind(env.listen_https).await) {
+            (Some(store), Some(l)) => tls_acceptor(Arc::clone(store)).map(|a| (l, a)),
+            _ => None,
+        };
         let outpost = Arc::new(Outpost::new(env.empty_runtime()));
         tracing::info!(
             authentik = %env.host,
@@ -162,10 +173,11 @@ fn run_authentik() -> ExitCode {
             env.clone(),
             Arc::clone(&outpost),
             Arc::clone(&refresh),
+            certs,
         ));
-
         run_listeners(
             http,
+            https,
             metrics,
             &outpost,
             Reload::Authentik(refresh),
@@ -198,16 +210,49 @@ fn run(path: PathBuf) -> ExitCode {
             },
             None => None,
         };
+        let https = match cfg.listen_https {
+            None => None,
+            Some(a) => {
+                let cert = match &cfg.tls_pem {
+                    Some((c, k)) => tls::from_pem(c, k),
+                    None => {
+                        tracing::warn!(
+                            "no tls.cert_file configured: serving a self-signed certificate on {a}"
+                        );
+                        tls::self_signed()
+                    }
+                };
+                let (Some(l), Ok(cert)) = (bind(a).await, cert) else {
+                    tracing::error!(addr = %a, "cannot start the TLS listener");
+                    return ExitCode::FAILURE;
+                };
+                match tls_acceptor(Arc::new(tls::CertStore::new(cert))) {
+                    Some(acc) => Some((l, acc)),
+                    None => return ExitCode::FAILURE,
+                }
+            }
+        };
         let outpost = Arc::new(Outpost::new(Runtime::from_config(&cfg, None)));
         tracing::info!(
             http = %cfg.listen_http,
+            https = %cfg.listen_https.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
             metrics = %cfg.listen_metrics.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
             applications = cfg.apps.len(),
             version = env!("CARGO_PKG_VERSION"),
             "ak-outpost listening"
         );
-        run_listeners(http, metrics, &outpost, Reload::File(path), None).await
+        run_listeners(http, https, metrics, &outpost, Reload::File(path), None).await
     })
+}
+
+fn tls_acceptor(store: Arc<tls::CertStore>) -> Option<tokio_rustls::TlsAcceptor> {
+    match tls::server_config(store) {
+        Ok(cfg) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg))),
+        Err(e) => {
+            tracing::error!(error = %e, "TLS configuration failed");
+            None
+        }
+    }
 }
 
 async fn bind(addr: std::net::SocketAddr) -> Option<TcpListener> {
@@ -229,6 +274,7 @@ enum Reload {
 /// Serves until SIGTERM/SIGINT (or a fatal control error), then drains.
 async fn run_listeners(
     http: TcpListener,
+    https: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     metrics: Option<TcpListener>,
     outpost: &Arc<Outpost>,
     reload: Reload,
@@ -241,13 +287,24 @@ async fn run_listeners(
     let mut tasks = vec![tokio::spawn(server::serve(
         http,
         Listener::Http,
+        None,
         Arc::clone(outpost),
         stopped(stop_rx.clone()),
     ))];
+    if let Some((l, acceptor)) = https {
+        tasks.push(tokio::spawn(server::serve(
+            l,
+            Listener::Http,
+            Some(acceptor),
+            Arc::clone(outpost),
+            stopped(stop_rx.clone()),
+        )));
+    }
     if let Some(m) = metrics {
         tasks.push(tokio::spawn(server::serve(
             m,
             Listener::Metrics,
+            None,
             Arc::clone(outpost),
             stopped(stop_rx.clone()),
         )));

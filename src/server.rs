@@ -33,10 +33,15 @@ pub enum Listener {
     Metrics,
 }
 
-/// Serves `listener` until `shutdown` resolves, then drains open connections.
+/// Time a TLS client has to finish its handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `listener` (over TLS when `tls` is given) until `shutdown` resolves, then drains
+/// open connections.
 pub async fn serve(
     listener: TcpListener,
     kind: Listener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     outpost: Arc<Outpost>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -56,19 +61,28 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true); // best effort; latency only
                 let outpost = Arc::clone(&outpost);
-                let svc = service_fn(move |req| answer(Arc::clone(&outpost), kind, req, peer));
-                let conn = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT)
-                    .title_case_headers(true)
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), svc);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
+                match &tls {
+                    None => spawn_conn(TokioIo::new(stream), kind, outpost, peer, &graceful),
+                    Some(acceptor) => {
+                        // The handshake runs in its own task so a slow client cannot stall
+                        // the accept loop; drained connections are tracked once it completes.
+                        let acceptor = acceptor.clone();
+                        let watcher = graceful.watcher();
+                        tokio::spawn(async move {
+                            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                Ok(Ok(tls_stream)) => {
+                                    let conn = http1_builder()
+                                        .serve_connection(TokioIo::new(tls_stream), service(kind, outpost, peer));
+                                    if let Err(e) = watcher.watch(conn).await {
+                                        tracing::debug!(error = %e, "TLS connection ended with an error");
+                                    }
+                                }
+                                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                                Err(_) => tracing::debug!("TLS handshake timed out"),
+                            }
+                        });
                     }
-                });
+                }
             }
             _ = &mut shutdown => break,
         }
@@ -80,6 +94,45 @@ pub async fn serve(
             tracing::warn!("connections still open after the drain timeout; closing them");
         }
     }
+}
+
+fn http1_builder() -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .title_case_headers(true)
+        .keep_alive(true);
+    b
+}
+
+fn service(
+    kind: Listener,
+    outpost: Arc<Outpost>,
+    peer: SocketAddr,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+> + Send
++ 'static {
+    service_fn(move |req| answer(Arc::clone(&outpost), kind, req, peer))
+}
+
+fn spawn_conn(
+    io: TokioIo<tokio::net::TcpStream>,
+    kind: Listener,
+    outpost: Arc<Outpost>,
+    peer: SocketAddr,
+    graceful: &GracefulShutdown,
+) {
+    let conn = http1_builder().serve_connection(io, service(kind, outpost, peer));
+    let conn = graceful.watch(conn);
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    });
 }
 
 async fn answer(

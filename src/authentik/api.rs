@@ -228,6 +228,38 @@ impl Api {
         }
     }
 
+    /// A keypair's SHA-256 fingerprint (to decide whether to download it again).
+    pub async fn keypair_fingerprint(&self, uuid: &str) -> Result<String, OidcError> {
+        let v: Value = self
+            .get(&format!("api/v3/crypto/certificatekeypairs/{uuid}/"))
+            .await?;
+        Ok(v.get("fingerprint_sha256")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    /// A keypair's certificate chain and private key, as PEM.
+    pub async fn keypair_pem(&self, uuid: &str) -> Result<(String, String), OidcError> {
+        let cert: Value = self
+            .get(&format!(
+                "api/v3/crypto/certificatekeypairs/{uuid}/view_certificate/"
+            ))
+            .await?;
+        let key: Value = self
+            .get(&format!(
+                "api/v3/crypto/certificatekeypairs/{uuid}/view_private_key/"
+            ))
+            .await?;
+        let text = |v: &Value| {
+            v.get("data")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        Ok((text(&cert), text(&key)))
+    }
+
     /// Reports a forward-auth misconfiguration to authentik's event log (best effort).
     pub async fn configuration_error(&self, body: Value) {
         let Ok(url) = self.url("api/v3/events/events/") else {

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod ws;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +21,9 @@ use crate::oidc::{ClientSettings, Discovery, OidcClient};
 use crate::outpost::{Outpost, Runtime, Settings};
 use crate::seal::Sealer;
 use crate::secret::resolve_indirection;
+use crate::tls::CertStore;
 use api::{Api, OutpostObject, ProxyProvider};
+use rustls::sign::CertifiedKey;
 
 /// How long introspection answers for cookie sessions are trusted in authentik mode.
 pub const CACHE_TTL: Duration = Duration::from_secs(60);
@@ -472,7 +475,12 @@ pub enum Fatal {
 }
 
 /// Loads the configuration, keeps it live, and never returns unless it must stop.
-pub async fn control(env: AuthentikEnv, outpost: Arc<Outpost>, refresh: Arc<Notify>) -> Fatal {
+pub async fn control(
+    env: AuthentikEnv,
+    outpost: Arc<Outpost>,
+    refresh: Arc<Notify>,
+    certs: Option<Arc<CertStore>>,
+) -> Fatal {
     let api = Api::new(env.host.clone(), env.token.clone(), env.insecure);
     let mut attempt = 0u32;
     let obj = loop {
@@ -508,9 +516,19 @@ pub async fn control(env: AuthentikEnv, outpost: Arc<Outpost>, refresh: Arc<Noti
         Arc::clone(&refresh),
     ));
     let mut current = obj;
+    let mut keypairs = KeypairCache::default();
     // First load: retry until it works; answer 503 meanwhile.
     loop {
-        match refresh_once(&env, &api, &outpost, &mut current).await {
+        match refresh_once(
+            &env,
+            &api,
+            &outpost,
+            &mut current,
+            certs.as_deref(),
+            &mut keypairs,
+        )
+        .await
+        {
             Ok(()) => break,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot load providers yet; retrying");
@@ -531,7 +549,16 @@ pub async fn control(env: AuthentikEnv, outpost: Arc<Outpost>, refresh: Arc<Noti
                 tokio::time::sleep(offset).await;
             }
         }
-        if let Err(e) = refresh_once(&env, &api, &outpost, &mut current).await {
+        if let Err(e) = refresh_once(
+            &env,
+            &api,
+            &outpost,
+            &mut current,
+            certs.as_deref(),
+            &mut keypairs,
+        )
+        .await
+        {
             tracing::warn!(error = %e, "refresh failed; the previous configuration keeps serving");
         }
     }
@@ -546,16 +573,85 @@ fn jitter(max: Duration) -> Duration {
     Duration::from_secs(rand::thread_rng().gen_range(0..=secs))
 }
 
+/// Certificates of authentik's keypairs, by keypair UUID, with their fingerprints.
+#[derive(Default)]
+pub struct KeypairCache {
+    by_uuid: HashMap<String, (String, Arc<CertifiedKey>)>,
+}
+
+/// Loads the TLS certificates providers name, re-downloading a keypair only when its
+/// fingerprint changed, and installs them by SNI host name. Failures leave the fallback.
+async fn update_certificates(
+    api: &Api,
+    store: &CertStore,
+    cache: &mut KeypairCache,
+    providers: &[ProxyProvider],
+) {
+    let mut by_name = HashMap::new();
+    for p in providers {
+        let Some(uuid) = p.certificate.as_deref().filter(|u| !u.is_empty()) else {
+            continue;
+        };
+        let Some(host) = Url::parse(&p.external_host)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        else {
+            continue;
+        };
+        let fingerprint = match api.keypair_fingerprint(uuid).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(provider = %p.name, error = %e, "certificate not loaded");
+                continue;
+            }
+        };
+        let cached = cache
+            .by_uuid
+            .get(uuid)
+            .filter(|(f, _)| *f == fingerprint)
+            .map(|(_, ck)| Arc::clone(ck));
+        let key = match cached {
+            Some(ck) => ck,
+            None => match api.keypair_pem(uuid).await {
+                Ok((cert, key)) => match crate::tls::from_pem(&cert, &key) {
+                    Ok(ck) => {
+                        let ck = Arc::new(ck);
+                        cache
+                            .by_uuid
+                            .insert(uuid.to_string(), (fingerprint, Arc::clone(&ck)));
+                        ck
+                    }
+                    Err(e) => {
+                        tracing::warn!(provider = %p.name, error = %e, "certificate unusable");
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(provider = %p.name, error = %e, "certificate not loaded");
+                    continue;
+                }
+            },
+        };
+        by_name.insert(host, key);
+    }
+    store.set(by_name);
+}
+
 async fn refresh_once(
     env: &AuthentikEnv,
     api: &Api,
     outpost: &Outpost,
     current: &mut OutpostObject,
+    certs: Option<&CertStore>,
+    keypairs: &mut KeypairCache,
 ) -> Result<(), crate::oidc::OidcError> {
     if let Some(o) = api.outpost().await? {
         *current = o;
     }
     let providers = api.providers().await?;
+    if let Some(store) = certs {
+        update_certificates(api, store, keypairs, &providers).await;
+    }
     let previous = outpost.runtime();
     let rt = build_runtime(env, current, &providers, Some(&previous)).await;
     let n = rt.apps.len();

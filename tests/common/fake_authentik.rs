@@ -106,6 +106,8 @@ pub struct ProviderSpec {
     pub access_token_validity: Option<f64>,
     /// Scope names of the provider's scope mappings (`scopes_to_request`).
     pub scopes: Vec<String>,
+    /// UUID of a certificate keypair for the outpost's TLS listener (see `add_keypair`).
+    pub certificate: Option<String>,
 }
 
 fn rand_alnum(n: usize) -> String {
@@ -177,6 +179,7 @@ impl ProviderSpec {
             intercept_header_auth: true,
             access_token_validity: Some(86400.0),
             scopes: DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect(),
+            certificate: None,
         }
     }
 
@@ -345,6 +348,8 @@ struct State {
     codes: HashMap<String, AuthCode>,
     tokens: HashMap<String, IssuedToken>,
     end_session_hints: Vec<String>,
+    /// Certificate keypairs by UUID: (certificate PEM, private key PEM).
+    keypairs: HashMap<String, (String, String)>,
 }
 
 struct Inner {
@@ -477,6 +482,14 @@ impl FakeAuthentik {
         if down {
             st.ws.clear(); // dropping the senders makes each connection task close its socket
         }
+    }
+
+    /// Adds a certificate keypair served at `/api/v3/crypto/certificatekeypairs/<uuid>/…`.
+    pub fn add_keypair(&self, uuid: &str, cert_pem: &str, key_pem: &str) {
+        self.inner.st().keypairs.insert(
+            uuid.to_string(),
+            (cert_pem.to_string(), key_pem.to_string()),
+        );
     }
 
     /// Deep-merges `patch` into the outpost object served by `/api/v3/outposts/instances/`,
@@ -957,6 +970,29 @@ fn api_route(
             let items = providers.iter().map(|p| proxy_config(p, base)).collect();
             paged(inner, items, &q)
         }
+        kp if kp.starts_with("crypto/certificatekeypairs/") => {
+            let rest = &kp["crypto/certificatekeypairs/".len()..];
+            let (uuid, view) = rest.split_once('/').unwrap_or((rest, ""));
+            let Some((cert, key)) = inner.st().keypairs.get(uuid).cloned() else {
+                return not_found();
+            };
+            use sha2::Digest;
+            let fp: String = sha2::Sha256::digest(cert.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            match view {
+                "" => json_resp(
+                    StatusCode::OK,
+                    &json!({"pk": uuid, "name": uuid, "fingerprint_sha256": fp, "fingerprint_sha1": "",
+                            "cert_expiry": "2030-01-01T00:00:00Z", "cert_subject": "", "private_key_available": !key.is_empty(),
+                            "key_type": "ecdsa", "certificate_download_url": "", "private_key_download_url": "", "managed": null}),
+                ),
+                "view_certificate/" => json_resp(StatusCode::OK, &json!({"data": cert})),
+                "view_private_key/" => json_resp(StatusCode::OK, &json!({"data": key})),
+                _ => not_found(),
+            }
+        }
         "events/events/" => {
             if method != Method::POST {
                 return method_not_allowed(method);
@@ -1165,7 +1201,7 @@ fn proxy_config(p: &ProviderSpec, base: &str) -> Value {
         "client_secret": p.client_secret,
         "oidc_configuration": oidc_info(p, base),
         "cookie_secret": p.cookie_secret,
-        "certificate": null,
+        "certificate": p.certificate,
         "skip_path_regex": p.skip_path_regex,
         "basic_auth_enabled": p.basic_auth_enabled,
         "basic_auth_password_attribute": p.basic_auth_password_attribute,

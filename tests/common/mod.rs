@@ -313,7 +313,7 @@ impl InProcess {
         let o = Arc::clone(&outpost);
         tokio::spawn(async move {
             let mut rx = rx;
-            server::serve(listener, Listener::Http, o, async move {
+            server::serve(listener, Listener::Http, None, o, async move {
                 let _ = rx.wait_for(|s| *s).await;
             })
             .await;
