@@ -39,6 +39,7 @@ nginx_module_present libnginx-mod-http-ndk ndk_http_module.so || missing+=(libng
 nginx_module_present libnginx-mod-http-set-misc ngx_http_set_misc_module.so || missing+=(libnginx-mod-http-set-misc)
 have_cmd caddy || pkg_installed caddy || missing+=(caddy)
 have_cmd curl || pkg_installed curl || missing+=(curl)
+have_cmd haproxy || pkg_installed haproxy || missing+=(haproxy)
 pkg_installed ca-certificates || missing+=(ca-certificates)
 
 # Stop a service the package may have started, without touching any nginx or

@@ -47,6 +47,8 @@ pub struct AppSpec {
     pub skip_paths: Vec<Regex>,
     pub allowed_groups: Vec<String>,
     pub redirect_uri: String,
+    /// Let CORS preflights through unauthenticated (they carry no cookies).
+    pub allow_cors_preflight: bool,
 }
 
 impl AppSpec {
@@ -140,6 +142,7 @@ impl AppSpec {
                     skip_paths,
                     allowed_groups,
                     redirect_uri,
+                    allow_cors_preflight: false,
                 })
             }
             _ => Err(errs),

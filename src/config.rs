@@ -116,6 +116,7 @@ pub struct RawApp {
     pub skip_path_regex: Option<String>,
     #[serde(default)]
     pub allowed_groups: Vec<String>,
+    pub allow_cors_preflight: Option<bool>,
 }
 
 /// A duration written as whole seconds (`60`) or with a unit (`90s`, `5m`, `12h`, `7d`).
@@ -558,7 +559,10 @@ fn validate_app(i: usize, raw: RawApp, p: &mut Vec<String>) -> Option<AppSpec> {
             &skip,
             raw.allowed_groups,
         ) {
-            Ok(spec) => Some(spec),
+            Ok(mut spec) => {
+                spec.allow_cors_preflight = raw.allow_cors_preflight.unwrap_or(false);
+                Some(spec)
+            }
             Err(errs) => {
                 for e in errs {
                     p.push(format!("{label}: {e}"));

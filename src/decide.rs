@@ -47,7 +47,8 @@ pub fn decide(req: &AuthRequest, check: &SessionCheck, app: &AppSpec, now: i64) 
         // Forwarding headers of an untrusted peer are ignored: no URL, so no skip paths.
         Err(ForwardError::Untrusted) => None,
     };
-    let skipped = url.is_some_and(|u| app.is_skipped(u));
+    let skipped =
+        url.is_some_and(|u| app.is_skipped(u)) || (req.preflight && app.allow_cors_preflight);
     match check {
         SessionCheck::Valid { session, .. } if session.expires_at > now => {
             if app.allows_groups(&session.identity.groups) {
@@ -89,6 +90,7 @@ mod tests {
             flavour: Flavour::Nginx,
             original: url.map(|u| Url::parse(u).unwrap()),
             navigation: true,
+            preflight: false,
         }
     }
 
@@ -217,5 +219,20 @@ mod tests {
         for (name, r, check, groups, want) in cases {
             assert_eq!(decide(&r, &check, &app(groups), 1000), want, "{name}");
         }
+    }
+
+    #[test]
+    fn cors_preflights_pass_only_when_allowed() {
+        let mut r = req(Ok("https://app.example.com/api"));
+        r.preflight = true;
+        let mut a = app(&[]);
+        assert_eq!(decide(&r, &SessionCheck::None, &a, 1000), Decision::Login);
+        a.allow_cors_preflight = true;
+        assert_eq!(
+            decide(&r, &SessionCheck::None, &a, 1000),
+            Decision::Anonymous
+        );
+        r.preflight = false;
+        assert_eq!(decide(&r, &SessionCheck::None, &a, 1000), Decision::Login);
     }
 }

@@ -8,6 +8,7 @@ pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
 pub const X_FORWARDED_URI: &str = "x-forwarded-uri";
 pub const X_FORWARDED_METHOD: &str = "x-forwarded-method";
+pub const X_ORIGINAL_METHOD: &str = "x-original-method";
 pub const SEC_FETCH_MODE: &str = "sec-fetch-mode";
 pub const X_REQUESTED_WITH: &str = "x-requested-with";
 

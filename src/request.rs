@@ -7,7 +7,7 @@ use url::Url;
 
 use crate::headers::{
     SEC_FETCH_MODE, X_FORWARDED_HOST, X_FORWARDED_METHOD, X_FORWARDED_PROTO, X_FORWARDED_URI,
-    X_ORIGINAL_URI, X_ORIGINAL_URL, X_REQUESTED_WITH,
+    X_ORIGINAL_METHOD, X_ORIGINAL_URI, X_ORIGINAL_URL, X_REQUESTED_WITH,
 };
 use crate::paths::AUTH_ENVOY_PREFIX;
 
@@ -51,6 +51,9 @@ pub struct AuthRequest {
     /// A browser page navigation (may be redirected to a login page); other requests
     /// (fetch/XHR, API clients) get 401 instead.
     pub navigation: bool,
+    /// A CORS preflight (`OPTIONS` with `Access-Control-Request-Method`); browsers send no
+    /// cookies with it.
+    pub preflight: bool,
 }
 
 /// A header as text, if present and valid.
@@ -166,6 +169,7 @@ impl AuthRequest {
         };
         let method = if trusted {
             header_str(h, X_FORWARDED_METHOD)
+                .or_else(|| header_str(h, X_ORIGINAL_METHOD))
                 .map(str::to_string)
                 .unwrap_or_else(|| parts.method.as_str().to_string())
         } else {
@@ -175,6 +179,8 @@ impl AuthRequest {
             flavour,
             original,
             navigation: is_navigation(&method, h),
+            preflight: method.eq_ignore_ascii_case("OPTIONS")
+                && header_str(h, "access-control-request-method").is_some(),
         }
     }
 

@@ -46,6 +46,8 @@ pub struct AuthentikEnv {
     pub reload_jitter: Duration,
     pub log_requests: bool,
     pub log_level: String,
+    /// `AK_OUTPOST_ALLOW_CORS_PREFLIGHT`: let CORS preflights through unauthenticated.
+    pub allow_cors_preflight: bool,
 }
 
 impl std::fmt::Debug for AuthentikEnv {
@@ -96,6 +98,7 @@ impl AuthentikEnv {
         let cidrs_raw = var("AUTHENTIK_LISTEN__TRUSTED_PROXY_CIDRS");
         let jitter_raw = var("AK_OUTPOST_RELOAD_JITTER");
         let log_requests_raw = var("AK_OUTPOST_LOG_REQUESTS");
+        let preflight_raw = var("AK_OUTPOST_ALLOW_CORS_PREFLIGHT");
         let level_raw = var("AUTHENTIK_LOG_LEVEL");
 
         let host = match host_raw.as_deref() {
@@ -183,6 +186,14 @@ impl AuthentikEnv {
             .as_deref()
             .and_then(parse_bool)
             .unwrap_or(false);
+        let allow_cors_preflight = match preflight_raw.as_deref().map(parse_bool) {
+            None => false,
+            Some(Some(b)) => b,
+            Some(None) => {
+                p.push("AK_OUTPOST_ALLOW_CORS_PREFLIGHT: use true or false".into());
+                false
+            }
+        };
         let log_level = match level_raw.as_deref().map(str::to_ascii_lowercase).as_deref() {
             Some("trace") => "trace",
             Some("debug") => "debug",
@@ -204,6 +215,7 @@ impl AuthentikEnv {
                 reload_jitter,
                 log_requests,
                 log_level,
+                allow_cors_preflight,
             }),
             _ => Err(ConfigError { problems: p }),
         }
@@ -337,7 +349,10 @@ pub async fn build_runtime(
             &usable_skip_regex(p),
             Vec::new(),
         ) {
-            Ok(s) => s,
+            Ok(mut s) => {
+                s.allow_cors_preflight = env.allow_cors_preflight;
+                s
+            }
             Err(errs) => {
                 tracing::error!(provider = %p.name, problems = %errs.join("; "), "provider skipped");
                 continue;
