@@ -431,3 +431,55 @@ async fn shipped_config_examples_are_valid() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_file_and_rejects_a_bad_one() {
+    let idp = Idp::start(&IdpOptions::new(vec!["http://a.example.test/cb".into()]));
+    let o = addr(free_port());
+    let apps = |n: usize| -> Vec<AppCfg> {
+        (1..=n)
+            .map(|i| AppCfg::single(&format!("app{i}"), format!("http://app{i}.example.test")))
+            .collect()
+    };
+    let b = Binary::start(o, &outpost_yaml(o, &idp.issuer, SECRET, 60, &apps(2))).await;
+    wait_ready(o).await;
+    let status = |host: &'static str| async move {
+        reqwest::Client::new()
+            .get(format!("http://{o}/outpost.goauthentik.io/auth/nginx"))
+            .header("Host", host)
+            .header("X-Original-URL", format!("http://{host}/"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(status("app3.example.test").await, 400, "not configured yet");
+    let hup = |pid: u32| {
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap()
+    };
+    std::fs::write(
+        &b.config,
+        outpost_yaml(o, &idp.issuer, SECRET, 60, &apps(3)),
+    )
+    .unwrap();
+    assert!(hup(b.child.id()).success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status("app3.example.test").await != 401 {
+        assert!(Instant::now() < deadline, "reload not applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A broken file is refused; the running configuration stays.
+    std::fs::write(&b.config, "secret: short\napplications: []\n").unwrap();
+    assert!(hup(b.child.id()).success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        b.child.try_wait().unwrap().is_none(),
+        "a bad reload must not stop the outpost"
+    );
+    assert_eq!(status("app3.example.test").await, 401);
+    assert_eq!(status("app1.example.test").await, 401);
+}
