@@ -493,6 +493,89 @@ mod tests {
         assert_eq!(e.len(), 2, "{e:?}");
     }
 
+    fn app(host: &str, mode: Mode, cd: &str) -> Arc<Application> {
+        thread_local! {
+            static HTTP: reqwest::Client = reqwest::Client::new();
+        }
+        let settings = crate::oidc::ClientSettings {
+            issuer: Url::parse("https://idp.example.com").unwrap(),
+            client_id: "c".into(),
+            client_secret: "s".into(),
+            scopes: vec!["openid".into()],
+            client_auth: crate::config::ClientAuth::Auto,
+            cache_ttl: std::time::Duration::from_secs(60),
+            max_concurrent_checks: 1,
+            extra_issuers: vec![],
+        };
+        Arc::new(Application {
+            spec: AppSpec::new(host.into(), host, mode, cd, "", vec![]).unwrap(),
+            oidc: Arc::new(OidcClient::new(settings, HTTP.with(|c| c.clone()))),
+            sealer: Arc::new(Sealer::new(b"0123456789abcdef0123456789abcdef", "t")),
+            cookie_name: "c".into(),
+            provider_name: String::new(),
+            app_slug: String::new(),
+            extras: AppExtras::default(),
+        })
+    }
+
+    #[test]
+    fn lookup_by_host_port_hostname_and_domain_with_many_apps() {
+        let mut apps: Vec<Arc<Application>> = (0..500)
+            .map(|i| {
+                app(
+                    &format!("https://app{i}.example.com"),
+                    Mode::ForwardSingle,
+                    "",
+                )
+            })
+            .collect();
+        apps.push(app(
+            "https://auth.corp.example",
+            Mode::ForwardDomain,
+            "corp.example",
+        ));
+        apps.push(app(
+            "https://auth.dev.corp.example",
+            Mode::ForwardDomain,
+            "dev.corp.example",
+        ));
+        apps.push(app(
+            "http://ported.example.com:8080",
+            Mode::ForwardSingle,
+            "",
+        ));
+        let set = AppSet::new(apps);
+        let name = |h: &str| set.lookup(h).map(|a| a.spec.name.clone());
+        assert_eq!(
+            name("app417.example.com").as_deref(),
+            Some("https://app417.example.com")
+        );
+        assert_eq!(
+            name("APP3.example.com:443").as_deref(),
+            Some("https://app3.example.com")
+        );
+        assert_eq!(
+            name("ported.example.com:8080").as_deref(),
+            Some("http://ported.example.com:8080")
+        );
+        assert_eq!(
+            name("ported.example.com").as_deref(),
+            Some("http://ported.example.com:8080")
+        );
+        assert_eq!(
+            name("grafana.corp.example").as_deref(),
+            Some("https://auth.corp.example")
+        );
+        assert_eq!(
+            name("x.dev.corp.example").as_deref(),
+            Some("https://auth.dev.corp.example"),
+            "longest domain wins"
+        );
+        assert_eq!(name("evilcorp.example"), None, "label boundary");
+        assert_eq!(name("unknown.example.org"), None);
+        assert_eq!(name(""), None);
+    }
+
     #[test]
     fn port_stripping() {
         assert_eq!(strip_port("a.com:8080"), "a.com");

@@ -548,3 +548,54 @@ async fn bad_environment_exits_64_with_every_problem() {
         assert!(err.contains(needle), "missing {needle}: {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_swaps_fail_no_request() {
+    let s = Setup::start(Example::Plain, vec![]).await;
+    let b = s.browser();
+    assert_eq!(
+        b.login(&s.url("/"), "alice", "alice-password").await.status,
+        200
+    );
+    let cookie = b.cookies_for(&s.url("/"));
+    let addr = s.outpost.addr;
+    let url = s.url("/x");
+    let load = tokio::spawn(async move {
+        let c = reqwest::Client::new();
+        let mut codes = Vec::new();
+        for _ in 0..400 {
+            let r = c
+                .get(format!("http://{addr}/outpost.goauthentik.io/auth/nginx"))
+                .header("Host", APP_HOST)
+                .header("X-Original-URL", &url)
+                .header("Cookie", &cookie)
+                .send()
+                .await
+                .unwrap();
+            codes.push(r.status().as_u16());
+        }
+        codes
+    });
+    for i in 0..5 {
+        // Each update changes the provider list, so a new configuration is really built.
+        let mut all = vec![s.app.clone()];
+        all.push(ProviderSpec::forward_single(
+            100 + i,
+            &format!("extra{i}"),
+            &format!("http://extra{i}.example.test"),
+        ));
+        s.fa.set_providers(all);
+        s.fa.trigger_update().await;
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let codes = load.await.unwrap();
+    assert!(
+        codes.iter().all(|&c| c == 200),
+        "{:?}",
+        codes.iter().filter(|&&c| c != 200).collect::<Vec<_>>()
+    );
+    assert!(
+        s.fa.count("/api/v3/outposts/proxy/") >= 3,
+        "refreshes happened during the load"
+    );
+}

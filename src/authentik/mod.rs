@@ -330,6 +330,7 @@ fn usable_skip_regex(p: &ProxyProvider) -> String {
 /// reused from `previous`, so their caches and keys survive a refresh.
 pub async fn build_runtime(
     env: &AuthentikEnv,
+    http: &reqwest::Client,
     outpost: &OutpostObject,
     providers: &[ProxyProvider],
     previous: Option<&Runtime>,
@@ -400,10 +401,8 @@ pub async fn build_runtime(
         let oidc = match reused {
             Some(o) => o,
             None => {
-                let o = Arc::new(OidcClient::new(
-                    settings,
-                    OidcClient::http_client(env.insecure),
-                ));
+                // One HTTP client (connection pool, root store) serves every provider.
+                let o = Arc::new(OidcClient::new(settings, http.clone()));
                 if let Err(e) = o.install(disc.clone()).await {
                     // Keys could not be fetched now; the client stays not-ready and retries.
                     tracing::warn!(provider = %p.name, error = %e, "provider keys not loaded yet");
@@ -532,10 +531,12 @@ pub async fn control(
     ));
     let mut current = obj;
     let mut keypairs = KeypairCache::default();
+    let http = OidcClient::http_client(env.insecure);
     // First load: retry until it works; answer 503 meanwhile.
     loop {
         match refresh_once(
             &env,
+            &http,
             &api,
             &outpost,
             &mut current,
@@ -566,6 +567,7 @@ pub async fn control(
         }
         if let Err(e) = refresh_once(
             &env,
+            &http,
             &api,
             &outpost,
             &mut current,
@@ -654,6 +656,7 @@ async fn update_certificates(
 
 async fn refresh_once(
     env: &AuthentikEnv,
+    http: &reqwest::Client,
     api: &Api,
     outpost: &Outpost,
     current: &mut OutpostObject,
@@ -668,7 +671,7 @@ async fn refresh_once(
         update_certificates(api, store, keypairs, &providers).await;
     }
     let previous = outpost.runtime();
-    let rt = build_runtime(env, current, &providers, Some(&previous)).await;
+    let rt = build_runtime(env, http, current, &providers, Some(&previous)).await;
     let n = rt.apps.len();
     outpost.swap(rt);
     crate::metrics::set_last_update();
