@@ -332,6 +332,7 @@ async fn cookie_session(
                     if t.id_token.is_some() {
                         session.id_token = t.id_token;
                     }
+                    session.shrink_to_fit();
                     return SessionCheck::Valid {
                         session,
                         renewed: true,
@@ -626,12 +627,13 @@ async fn callback(
         Ok(info) => identity.merge_userinfo(&info),
         Err(e) => tracing::debug!(error = %e, "userinfo not used"),
     }
-    let session = Session::new(
+    let mut session = Session::new(
         identity,
         &tokens,
         now,
         ctx.rt.settings.session_lifetime.as_secs() as i64,
     );
+    session.shrink_to_fit();
     let cookies = read_session_cookies(headers, &app.cookie_name);
     let mut r = respond::redirect(&st.redirect);
     respond::add_cookies(

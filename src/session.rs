@@ -177,6 +177,20 @@ impl Session {
         }
     }
 
+    /// Keeps the cookie small: when the session would not fit in one cookie, the ID token
+    /// (only needed as a hint at sign-out, and often the largest part) is dropped first.
+    pub fn shrink_to_fit(&mut self) {
+        if self.id_token.is_some() && self.sealed_len() > CHUNK_LEN {
+            self.id_token = None;
+        }
+    }
+
+    /// Length of the sealed cookie value (base64 of nonce + JSON + tag).
+    pub fn sealed_len(&self) -> usize {
+        let json = serde_json::to_vec(self).map(|v| v.len()).unwrap_or(0);
+        (12 + json + 16).div_ceil(3) * 4
+    }
+
     /// The token shown as `X-authentik-jwt`: the access token when it is a JWT (authentik),
     /// else the ID token.
     pub fn jwt(&self) -> &str {
@@ -416,6 +430,35 @@ mod tests {
         );
         assert_eq!(id.email, "a@x");
         assert_eq!(id.groups, vec!["g"]);
+    }
+
+    #[test]
+    fn large_sessions_drop_the_id_token_first() {
+        let mut s = Session {
+            version: 1,
+            identity: Identity {
+                sub: "u".into(),
+                groups: (0..60).map(|i| format!("group-number-{i:04}")).collect(),
+                ..Default::default()
+            },
+            access_token: "a".repeat(43),
+            access_expires_at: 2,
+            access_issued_at: 1,
+            refresh_token: None,
+            id_token: Some("x".repeat(2500)),
+            expires_at: 3,
+        };
+        assert!(s.sealed_len() > CHUNK_LEN);
+        s.shrink_to_fit();
+        assert!(s.id_token.is_none());
+        assert!(s.sealed_len() < CHUNK_LEN);
+        let mut small = Session {
+            id_token: Some("x".repeat(100)),
+            ..s.clone()
+        };
+        small.identity.groups.clear();
+        small.shrink_to_fit();
+        assert!(small.id_token.is_some(), "small sessions keep it");
     }
 
     #[test]

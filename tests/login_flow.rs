@@ -123,3 +123,89 @@ async fn journey_swag() {
 async fn journey_domain_level() {
     journey(Example::DomainLevel).await;
 }
+
+/// ID tokens signed with ES256 (JWKS) and HS256 (client secret) are verified too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn es256_and_hs256_id_tokens() {
+    for alg in ["ES256", "HS256"] {
+        let s = Stack::start(StackOptions {
+            alg,
+            ..Default::default()
+        })
+        .await;
+        let page = s.login("/alg", &alice()).await;
+        assert_eq!(page.status, 200, "{alg}: {}", page.body);
+        assert_eq!(
+            page.echoed("x-authentik-username").as_deref(),
+            Some("alice"),
+            "{alg}"
+        );
+    }
+}
+
+/// A session too large for one cookie is split into numbered cookies and read back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_sessions_are_split_into_several_cookies() {
+    // About 5 KB of groups: two cookies (the ID token is dropped from such sessions, and the
+    // whole Cookie header stays under nginx's default 8 KB line limit).
+    let groups: Vec<String> = (0..140)
+        .map(|i| format!("department-{i:03}-long"))
+        .collect();
+    let s = Stack::start(StackOptions {
+        alice_groups: Some(groups.clone()),
+        ..Default::default()
+    })
+    .await;
+    let page = s.login("/big", &alice()).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let cookies = s.browser.cookies_for(&s.app_url("/"));
+    let name = ak_outpost::app::cookie_name(CLIENT_ID);
+    assert!(cookies.contains(&format!("{name}=")), "{cookies}");
+    assert!(
+        cookies.contains(&format!("{name}_1=")),
+        "expected a second chunk: {cookies}"
+    );
+    for c in cookies.split("; ") {
+        assert!(c.len() < 4000, "cookie too large: {}", c.len());
+    }
+    assert_eq!(page.echoed("x-authentik-groups"), Some(groups.join("|")));
+    let again = s.browser.get(&s.app_url("/again")).await;
+    assert_eq!(again.status, 200);
+}
+
+/// Sign-out revokes the tokens at the provider (revocation endpoint), not only the cookie.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_out_revokes_tokens_at_the_provider() {
+    let s = Stack::start(StackOptions::default()).await;
+    assert_eq!(s.login("/", &alice()).await.status, 200);
+    let before = s.idp.tokens("alice").await;
+    assert!(before["access_tokens"].as_u64().unwrap() >= 1, "{before}");
+    // A copy of the cookie taken before signing out…
+    let stolen = s.browser.cookies_for(&s.app_url("/"));
+    s.idp.reset_stats().await;
+    let pages = s
+        .browser
+        .follow(&s.app_url("/outpost.goauthentik.io/sign_out"))
+        .await;
+    assert_eq!(pages[0].status, 302);
+    let stats = s.idp.stats().await;
+    assert!(
+        stats["revocation_requests"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
+    let after = s.idp.tokens("alice").await;
+    assert_eq!(after["access_tokens"], 0, "{after}");
+    // …no longer opens the app once the cached answer expires (immediately on this outpost).
+    let replay = reqwest::Client::new()
+        .get(format!(
+            "http://{}/outpost.goauthentik.io/auth/nginx",
+            s.outpost.addr
+        ))
+        .header("Host", APP_HOST)
+        .header("X-Original-URL", s.app_url("/x"))
+        .header("Cookie", stolen)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 401);
+}

@@ -734,6 +734,8 @@ pub struct StackOptions {
     pub alg: &'static str,
     pub skip_path_regex: String,
     pub allowed_groups: Vec<String>,
+    /// Groups for alice (default: admins, users).
+    pub alice_groups: Option<Vec<String>>,
 }
 
 impl Default for StackOptions {
@@ -745,6 +747,7 @@ impl Default for StackOptions {
             alg: "RS256",
             skip_path_regex: String::new(),
             allowed_groups: vec![],
+            alice_groups: None,
         }
     }
 }
@@ -777,6 +780,9 @@ impl Stack {
         )]);
         idp_o.alg = o.alg;
         idp_o.access_token_ttl = o.access_token_ttl;
+        if let Some(g) = o.alice_groups {
+            idp_o.users[0].groups = g;
+        }
         let idp = Idp::start(&idp_o);
         let mut app = AppCfg::single("app", external);
         app.skip_path_regex = o.skip_path_regex;
