@@ -441,7 +441,7 @@ async fn sighup_reloads_the_file_and_rejects_a_bad_one() {
             .map(|i| AppCfg::single(&format!("app{i}"), format!("http://app{i}.example.test")))
             .collect()
     };
-    let b = Binary::start(o, &outpost_yaml(o, &idp.issuer, SECRET, 60, &apps(2))).await;
+    let mut b = Binary::start(o, &outpost_yaml(o, &idp.issuer, SECRET, 60, &apps(2))).await;
     wait_ready(o).await;
     let status = |host: &'static str| async move {
         reqwest::Client::new()
