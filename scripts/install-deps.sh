@@ -112,3 +112,13 @@ else
 fi
 
 log "done"
+
+# --- compose schema validator (tests/schema, used by tests/packaging.rs) ------
+SCHEMA_DIR="$ROOT/tests/schema"
+if [[ ! -d "$SCHEMA_DIR/node_modules/ajv" || "$SCHEMA_DIR/package-lock.json" -nt "$SCHEMA_DIR/node_modules" ]]; then
+  log "installing tests/schema npm packages (npm ci)"
+  (cd "$SCHEMA_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+  touch "$SCHEMA_DIR/node_modules"
+else
+  log "tests/schema npm packages: up to date"
+fi
