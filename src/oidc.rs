@@ -181,29 +181,34 @@ struct CachedHeader {
     ttl: Duration,
 }
 
-struct HeaderTtl;
+/// A cached value that carries its own time to live.
+trait Ttl {
+    fn ttl(&self) -> Duration;
+}
 
-impl Expiry<[u8; 32], CachedHeader> for HeaderTtl {
-    fn expire_after_create(
-        &self,
-        _key: &[u8; 32],
-        value: &CachedHeader,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        Some(value.ttl)
+impl Ttl for CachedHeader {
+    fn ttl(&self) -> Duration {
+        self.ttl
     }
 }
 
+impl Ttl for TokenStatus {
+    fn ttl(&self) -> Duration {
+        self.ttl
+    }
+}
+
+/// Expires each cache entry after the time to live it carries.
 struct PerEntryTtl;
 
-impl Expiry<[u8; 32], TokenStatus> for PerEntryTtl {
+impl<V: Ttl> Expiry<[u8; 32], V> for PerEntryTtl {
     fn expire_after_create(
         &self,
         _key: &[u8; 32],
-        value: &TokenStatus,
+        value: &V,
         _created_at: Instant,
     ) -> Option<Duration> {
-        Some(value.ttl)
+        Some(value.ttl())
     }
 }
 
@@ -260,7 +265,7 @@ impl OidcClient {
                 .build(),
             header_cache: Cache::builder()
                 .max_capacity(CACHE_CAPACITY / 10)
-                .expire_after(HeaderTtl)
+                .expire_after(PerEntryTtl)
                 .build(),
             permits,
         }
