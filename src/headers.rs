@@ -26,9 +26,7 @@ pub const AK_META_APP: HeaderName = HeaderName::from_static("x-authentik-meta-ap
 pub const AK_META_VERSION: HeaderName = HeaderName::from_static("x-authentik-meta-version");
 
 /// `goauthentik.io/outpost/<version>`, as `X-authentik-meta-version` carries it.
-pub fn meta_version() -> String {
-    format!("goauthentik.io/outpost/{}", env!("CARGO_PKG_VERSION"))
-}
+pub const META_VERSION: &str = concat!("goauthentik.io/outpost/", env!("CARGO_PKG_VERSION"));
 
 /// Sets a header from text; a value that is not a valid header value (control characters)
 /// becomes empty rather than failing the request or smuggling a line break.

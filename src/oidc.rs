@@ -119,6 +119,15 @@ pub struct Metadata {
     pub discovery: Discovery,
     pub client_auth: ClientAuth,
     keys: Vec<VerifyKey>,
+    /// `jwks_uri` as a ready header value (`X-authentik-meta-jwks`).
+    jwks_header: http::HeaderValue,
+}
+
+fn jwks_header(disc: &Discovery) -> http::HeaderValue {
+    disc.jwks_uri
+        .as_ref()
+        .and_then(|u| http::HeaderValue::from_str(u.as_str()).ok())
+        .unwrap_or_else(|| http::HeaderValue::from_static(""))
 }
 
 /// Tokens from the token endpoint.
@@ -383,6 +392,7 @@ impl OidcClient {
         };
         let client_auth = resolve_client_auth(self.settings.client_auth, &disc);
         self.meta.store(Some(Arc::new(Metadata {
+            jwks_header: jwks_header(&disc),
             discovery: disc,
             client_auth,
             keys,
@@ -425,6 +435,7 @@ impl OidcClient {
                     discovery: meta.discovery.clone(),
                     client_auth: meta.client_auth,
                     keys,
+                    jwks_header: meta.jwks_header.clone(),
                 })));
                 true
             }
@@ -478,12 +489,13 @@ impl OidcClient {
         Some(u)
     }
 
-    pub fn jwks_uri(&self) -> String {
+    /// `X-authentik-meta-jwks`: the JWKS URL (empty before discovery).
+    pub fn jwks_header(&self) -> http::HeaderValue {
         self.meta
             .load()
             .as_ref()
-            .and_then(|m| m.discovery.jwks_uri.as_ref().map(|u| u.to_string()))
-            .unwrap_or_default()
+            .map(|m| m.jwks_header.clone())
+            .unwrap_or_else(|| http::HeaderValue::from_static(""))
     }
 
     fn with_client_auth(

@@ -151,11 +151,11 @@ pub fn identity_headers(
     set_text(h, AK_NAME, &id.name);
     set_text(h, AK_UID, &id.sub);
     set_text(h, AK_JWT, if send_jwt { session.jwt() } else { "" });
-    set_text(h, AK_META_JWKS, &app.oidc.jwks_uri());
+    h.insert(AK_META_JWKS, app.oidc.jwks_header());
     set_text(h, AK_META_OUTPOST, outpost_name);
     set_text(h, AK_META_PROVIDER, &app.provider_name);
     set_text(h, AK_META_APP, &app.app_slug);
-    set_text(h, AK_META_VERSION, &meta_version());
+    h.insert(AK_META_VERSION, HeaderValue::from_static(META_VERSION));
     h.insert(
         USER_AGENT,
         user_agent

@@ -145,25 +145,26 @@ async fn answer(
     // Request bodies are never used; dropping it lets hyper discard it.
     let (parts, _body) = req.into_parts();
     let method = parts.method.clone();
-    let path = parts.uri.path().to_string();
+    // Cloning the URI shares its buffer; no copy of the path on the hot path.
+    let uri = parts.uri.clone();
     let mut resp = match kind {
         Listener::Http => handlers::handle(&outpost, parts, peer).await,
         Listener::Metrics => crate::metrics::handle(&outpost, &parts),
     };
     let info = resp.extensions_mut().remove::<LogInfo>();
     let elapsed = started.elapsed();
-    crate::metrics::observe(&path, resp.status(), elapsed);
+    crate::metrics::observe(uri.path(), resp.status(), elapsed);
     if let Some(info) = info {
         let log_all = outpost.runtime().settings.log_requests;
         if log_all {
             tracing::info!(
-                method = %method, path = %path, status = resp.status().as_u16(), app = %info.app,
+                method = %method, path = %uri.path(), status = resp.status().as_u16(), app = %info.app,
                 outcome = info.outcome, user = %info.user, latency_us = elapsed.as_micros() as u64,
                 peer = %peer.ip(), "request"
             );
         } else {
             tracing::debug!(
-                method = %method, path = %path, status = resp.status().as_u16(), app = %info.app,
+                method = %method, path = %uri.path(), status = resp.status().as_u16(), app = %info.app,
                 outcome = info.outcome, user = %info.user, latency_us = elapsed.as_micros() as u64,
                 peer = %peer.ip(), "request"
             );
