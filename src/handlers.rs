@@ -61,7 +61,7 @@ pub async fn handle(outpost: &Outpost, parts: Parts, peer: SocketAddr) -> Respon
     };
     let host = request_host(&parts, trusted, flavour).unwrap_or_default();
     let Some(app) = rt.apps.lookup(host).cloned() else {
-        tracing::info!(host, "no application for this host");
+        tracing::debug!(host, "no application for this host");
         return with_log(respond::no_app(host), "", "no_app", "");
     };
     if app.spec.mode == Mode::Proxy {
