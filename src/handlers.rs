@@ -657,7 +657,7 @@ async fn sign_out(app: &Application, headers: &HeaderMap) -> Response<Body> {
             }
             app.oidc.revoke(&s.access_token, "access_token").await;
             app.oidc.forget_token(&s.access_token).await;
-            app.oidc.end_session_url(s.id_token.as_deref())
+            app.oidc.end_session_url(s.logout_hint())
         }
         _ => app.oidc.end_session_url(None),
     };

@@ -100,7 +100,6 @@ fn http1_builder() -> http1::Builder {
     let mut b = http1::Builder::new();
     b.timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
-        .title_case_headers(true)
         .keep_alive(true);
     b
 }

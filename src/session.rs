@@ -180,9 +180,19 @@ impl Session {
     /// Keeps the cookie small: when the session would not fit in one cookie, the ID token
     /// (only needed as a hint at sign-out, and often the largest part) is dropped first.
     pub fn shrink_to_fit(&mut self) {
-        if self.id_token.is_some() && self.sealed_len() > CHUNK_LEN {
+        // When the access token is itself a JWT (authentik), it serves as X-authentik-jwt and
+        // as the logout hint, as authentik's outpost uses it; the ID token is redundant.
+        if self.id_token.is_some() && (is_jwt(&self.access_token) || self.sealed_len() > CHUNK_LEN)
+        {
             self.id_token = None;
         }
+    }
+
+    /// The hint for the provider's end-session endpoint.
+    pub fn logout_hint(&self) -> Option<&str> {
+        self.id_token
+            .as_deref()
+            .or_else(|| is_jwt(&self.access_token).then_some(self.access_token.as_str()))
     }
 
     /// Length of the sealed cookie value (base64 of nonce + JSON + tag).
@@ -194,7 +204,7 @@ impl Session {
     /// The token shown as `X-authentik-jwt`: the access token when it is a JWT (authentik),
     /// else the ID token.
     pub fn jwt(&self) -> &str {
-        if self.access_token.bytes().filter(|&b| b == b'.').count() == 2 {
+        if is_jwt(&self.access_token) {
             &self.access_token
         } else {
             self.id_token.as_deref().unwrap_or_default()
@@ -208,6 +218,11 @@ impl Session {
         let margin = (lifetime / 4).min(60);
         now >= self.access_expires_at - margin
     }
+}
+
+/// A compact JWS: three dot-separated parts.
+fn is_jwt(token: &str) -> bool {
+    token.bytes().filter(|&b| b == b'.').count() == 2
 }
 
 /// What the request's cookies say about the session.
