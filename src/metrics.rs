@@ -33,12 +33,11 @@ impl Histogram {
         }
     }
 
+    /// Counts into the first bucket that holds `d` (one atomic add); `render` accumulates.
     fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                self.buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_us
@@ -115,10 +114,11 @@ fn render(outpost: &Outpost) -> String {
     out.push_str("# TYPE authentik_outpost_proxy_request_duration_seconds histogram\n");
     for (ty, h) in [("app", &APP), ("ping", &PING)] {
         let labels = format!("outpost_name=\"{name}\",type=\"{ty}\"");
+        let mut cumulative = 0;
         for (i, b) in BUCKETS.iter().enumerate() {
+            cumulative += h.buckets[i].load(Ordering::Relaxed);
             out.push_str(&format!(
-                "authentik_outpost_proxy_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}\n",
-                h.buckets[i].load(Ordering::Relaxed)
+                "authentik_outpost_proxy_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {cumulative}\n"
             ));
         }
         let count = h.count.load(Ordering::Relaxed);
@@ -191,4 +191,26 @@ fn escape_label(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_when_rendered() {
+        let h = Histogram::new();
+        h.observe(Duration::from_millis(1));
+        h.observe(Duration::from_millis(20));
+        h.observe(Duration::from_secs(60));
+        let per_bucket: Vec<u64> = h
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(per_bucket[0], 1, "1 ms lands in le=0.005");
+        assert_eq!(per_bucket[2], 1, "20 ms lands in le=0.025");
+        assert_eq!(per_bucket.iter().sum::<u64>(), 2, "60 s is only in +Inf");
+        assert_eq!(h.count.load(Ordering::Relaxed), 3);
+    }
 }

@@ -238,11 +238,18 @@ pub fn is_navigation(method: &str, h: &HeaderMap) -> bool {
     }
     match header_str(h, ACCEPT.as_str()) {
         None => true,
-        Some(a) => {
-            let a = a.to_ascii_lowercase();
-            a.contains("text/html") || a.contains("*/*") || a.contains("application/xhtml")
-        }
+        Some(a) => ["text/html", "*/*", "application/xhtml"]
+            .iter()
+            .any(|t| contains_ignore_case(a, t)),
     }
+}
+
+/// ASCII case-insensitive substring test, without allocating.
+fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 #[cfg(test)]

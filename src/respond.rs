@@ -104,7 +104,17 @@ pub fn no_app(host: &str) -> Response<Body> {
 
 /// `401` for nginx and API clients.
 pub fn unauthorized() -> Response<Body> {
-    let mut r = text(StatusCode::UNAUTHORIZED, "unauthorized request");
+    let mut r = Response::new(Full::new(Bytes::from_static(b"unauthorized request\n")));
+    *r.status_mut() = StatusCode::UNAUTHORIZED;
+    let h = r.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     r.headers_mut().insert(
         WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer realm=\"ak-outpost\""),
