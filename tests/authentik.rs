@@ -45,10 +45,10 @@ async fn wait_serving(o: SocketAddr, host: &str) {
             .header("X-Original-URL", format!("http://{host}/"))
             .send()
             .await;
-        if let Ok(r) = r {
-            if r.status() == 401 {
-                return;
-            }
+        if let Ok(r) = r
+            && r.status() == 401
+        {
+            return;
         }
         assert!(Instant::now() < deadline, "outpost never served {host}");
         tokio::time::sleep(Duration::from_millis(100)).await;

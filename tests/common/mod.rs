@@ -347,10 +347,9 @@ pub async fn wait_ready(addr: SocketAddr) {
             .get(format!("http://{addr}/outpost.goauthentik.io/ready"))
             .send()
             .await
+            && r.status() == 200
         {
-            if r.status() == 200 {
-                return;
-            }
+            return;
         }
         assert!(
             Instant::now() < deadline,
@@ -434,10 +433,9 @@ impl Binary {
                 .get(format!("http://{}/outpost.goauthentik.io/ping", self.addr))
                 .send()
                 .await
+                && r.status() == 204
             {
-                if r.status() == 204 {
-                    return;
-                }
+                return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("ak-outpost exited early: {status}");
