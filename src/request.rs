@@ -65,18 +65,39 @@ pub fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// The host the request is for. Traefik and Caddy call the outpost under its own address and
-/// name the original host in `X-Forwarded-Host` (believed from trusted proxies only); every
-/// other request is routed by `Host`, which nginx sets from the request it protects. A
-/// client-sent `X-Forwarded-Host` that nginx passes through therefore never selects the app.
+/// name the original host in `X-Forwarded-Host` (believed from trusted proxies only). nginx
+/// checks are routed by the host of `X-Original-URL` (what the documented configs set from the
+/// protected request; ingress-nginx calls the outpost under its own `Host`), else by `Host`.
+/// A client-sent `X-Forwarded-Host` that nginx passes through never selects the app.
 pub fn request_host(parts: &Parts, trusted: bool, flavour: Option<Flavour>) -> Option<&str> {
-    if trusted
-        && matches!(flavour, Some(Flavour::Traefik | Flavour::Caddy))
-        && let Some(h) = header_str(&parts.headers, X_FORWARDED_HOST)
-    {
-        // A list (proxy chains) names the original host first.
-        return h.split(',').next().map(str::trim);
+    let h = &parts.headers;
+    if trusted {
+        match flavour {
+            Some(Flavour::Traefik | Flavour::Caddy) => {
+                if let Some(x) = header_str(h, X_FORWARDED_HOST) {
+                    // A list (proxy chains) names the original host first.
+                    return x.split(',').next().map(str::trim);
+                }
+            }
+            Some(Flavour::Nginx) => {
+                if let Some(authority) = header_str(h, X_ORIGINAL_URL).and_then(url_authority) {
+                    return Some(authority);
+                }
+            }
+            _ => {}
+        }
     }
-    header_str(&parts.headers, HOST.as_str()).or_else(|| parts.uri.authority().map(|a| a.as_str()))
+    header_str(h, HOST.as_str()).or_else(|| parts.uri.authority().map(|a| a.as_str()))
+}
+
+/// The `host[:port]` of an absolute http(s) URL, if it is a plain one.
+fn url_authority(url: &str) -> Option<&str> {
+    let (scheme, rest) = url.split_once("://")?;
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return None;
+    }
+    let authority = &rest[..rest.find('/')?];
+    is_plain_authority(authority).then_some(authority)
 }
 
 fn first_value(v: &str) -> &str {
