@@ -1,0 +1,378 @@
+#!/usr/bin/env bash
+# The ak-outpost benchmark suite. One command, from any directory:
+#
+#     bash bench/run.sh            # full run (~12 min): 10 s per point, 100,000 sessions
+#     QUICK=1 bash bench/run.sh    # smoke run (< 2 min): 2 s per point, 5,000 sessions
+#
+# It installs what it needs (wrk, nginx + modules, the reference IdP's npm packages), builds
+# release binaries (ak-outpost, the floor server, bench-tool), then on loopback measures
+# requests/s and latency p50/p99 at concurrency 1, 16 and 64 with wrk (1 thread, pinned to
+# core 0; every server pinned to core 1) for:
+#   a  floor: minimal hyper server, 200 + five identity headers, no logic
+#   b  /auth/nginx with a valid session cookie, introspection cached
+#   c  /auth/nginx without a cookie (401)
+#   d  Bearer header auth, cache hit
+#   e  Bearer header auth, cache miss (a fresh token per request, introspected at the IdP)
+#   f  nginx auth_request -> ak-outpost vs -> floor, full request to an app, with upstream
+#      keepalive (nginx/app.example.com.conf) and without (SWAG's variable proxy_pass)
+# plus memory (RSS idle, with 100,000 cached sessions, VmHWM under load), start-up time
+# (exec -> first 204 on /ping) and the criterion micro-benchmarks (benches/auth_path.rs).
+#
+# Results: bench/results/{runs.csv,summary.csv,memory.csv,micro.csv,run.json,summary.md,plot.svg};
+# a full run also refreshes the generated part of BENCHMARKS.md.
+# Environment: QUICK=1, DURATION=10s, SKIP_MICRO=1, SKIP_NGINX=1, KEEP_WORK=1 (keep the temp dir),
+# PERF=1 (also write flat perf profiles of the outpost under (b) and (c) load to bench/results/).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH="$ROOT/bench"
+OUT="$BENCH/results"
+QUICK="${QUICK:-0}"
+if [[ "$QUICK" == 1 ]]; then
+  DURATION="${DURATION:-2s}"; WARMUP=1s; SESSIONS=5000; E_TOKENS=2000; STARTUP_RUNS=10
+else
+  # (e) gets 30,000 cold tokens per point: more than 10 s at the IdP's pace needs.
+  DURATION="${DURATION:-10s}"; WARMUP=3s; SESSIONS=100000; E_TOKENS=30000; STARTUP_RUNS=40
+fi
+CONCURRENCY=(1 16 64)
+APP_HOST=app.bench.test
+CLIENT_ID=ak-outpost-bench
+CLIENT_SECRET=bench-client-secret-0123456789abcdef-0123456789
+SECRET=bench-sealing-secret-0123456789abcdef-0123456789abcdef
+WRK_CPU=0
+SERVER_CPU=1
+if (($(nproc) < 2)); then
+  echo "[bench] only one core: load generator and servers share it (numbers are lower)" >&2
+  WRK_CPU=0; SERVER_CPU=0
+fi
+
+log() { printf '[bench %3ds] %s\n' "$SECONDS" "$*" >&2; }
+die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
+
+WORK="$(mktemp -d /tmp/ak-bench.XXXXXX)"
+chmod 755 "$WORK" # nginx workers run as nobody
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+  done
+  if [[ "${KEEP_WORK:-0}" == 1 ]]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+stop_pid() { # stop one process we started, and forget it
+  local p="$1" q keep=()
+  kill -TERM "$p" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$p" 2>/dev/null || true
+  wait "$p" 2>/dev/null || true
+  for q in "${PIDS[@]}"; do [[ "$q" == "$p" ]] || keep+=("$q"); done
+  PIDS=("${keep[@]}")
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_http() { # url expected-status [extra curl args...]
+  local url="$1" want="$2"; shift 2
+  for _ in $(seq 200); do
+    [[ "$(curl -s -o /dev/null -w '%{http_code}' "$@" "$url" 2>/dev/null)" == "$want" ]] && return 0
+    sleep 0.05
+  done
+  die "$url never answered $want"
+}
+
+mem_of() { # pid -> "rss_kib hwm_kib"
+  awk '/^VmRSS:/{r=$2} /^VmHWM:/{h=$2} END{print r, h}' "/proc/$1/status"
+}
+
+# --- 1. dependencies ------------------------------------------------------------------------
+if ! command -v wrk >/dev/null 2>&1; then
+  log "installing wrk (Debian package)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq wrk >/dev/null 2>&1 \
+    || { apt-get -o DPkg::Lock::Timeout=600 update -qq && apt-get -o DPkg::Lock::Timeout=600 install -y -qq wrk >/dev/null; }
+fi
+bash "$ROOT/scripts/install-deps.sh" >&2
+for c in wrk nginx node python3 curl taskset; do
+  command -v "$c" >/dev/null 2>&1 || [[ -x "/usr/sbin/$c" ]] || die "$c is missing"
+done
+NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+
+# --- 2. build -------------------------------------------------------------------------------
+log "building release binaries"
+(cd "$ROOT" && cargo build --release --quiet --bin ak-outpost)
+(cd "$BENCH" && cargo build --release --quiet --target-dir "$ROOT/target")
+OUTPOST_BIN="$ROOT/target/release/ak-outpost"
+FLOOR_BIN="$ROOT/target/release/floor"
+TOOL="$ROOT/target/release/bench-tool"
+
+mkdir -p "$OUT"
+RUNS_CSV="$OUT/runs.csv"
+MEM_CSV="$OUT/memory.csv"
+echo "target,setup,concurrency,rps,p50_us,p90_us,p99_us,max_us,requests,non_2xx,socket_errors,token_wraps,duration,server_cpu_us_per_req" >"$RUNS_CSV"
+echo "what,value,unit,note" >"$MEM_CSV"
+
+# --- 3. micro-benchmarks (criterion) --------------------------------------------------------
+if [[ "${SKIP_MICRO:-0}" != 1 ]]; then
+  log "criterion micro-benchmarks (benches/auth_path.rs)"
+  rm -rf "$ROOT/target/criterion/hot_path"
+  (cd "$ROOT" && BENCH_QUICK="$QUICK" taskset -c "$SERVER_CPU" cargo bench --quiet --bench auth_path) >"$WORK/criterion.log" 2>&1 \
+    || { cat "$WORK/criterion.log" >&2; die "cargo bench failed"; }
+  python3 "$BENCH/report.py" micro "$ROOT/target/criterion" "$OUT/micro.csv"
+fi
+
+# --- 4. the reference IdP, the floor and the app --------------------------------------------
+NGINX_PORT="$(free_port)"
+EXTERNAL="http://$APP_HOST:$NGINX_PORT"
+cat >"$WORK/idp.json" <<EOF
+{"port": 0, "access_token_ttl": 3600,
+ "clients": [{"client_id": "$CLIENT_ID", "client_secret": "$CLIENT_SECRET",
+   "redirect_uris": ["$EXTERNAL/outpost.goauthentik.io/callback?X-authentik-auth-callback=true"],
+   "id_token_signed_response_alg": "RS256", "token_endpoint_auth_method": "client_secret_post"}],
+ "users": [{"username": "alice", "password": "alice-password", "email": "alice@example.test",
+   "name": "Alice Liddell", "groups": ["admins", "users"]}]}
+EOF
+# The IdP shares core 0 with wrk: core 1 stays for the server under test.
+taskset -c "$WRK_CPU" node "$ROOT/tests/idp/server.js" "$WORK/idp.json" >"$WORK/idp.out" 2>"$WORK/idp.err" &
+PIDS+=($!); IDP_PID=$!
+for _ in $(seq 200); do grep -q '^IDP_READY ' "$WORK/idp.out" 2>/dev/null && break; sleep 0.1; done
+ISSUER="$(sed -n 's/^IDP_READY //p' "$WORK/idp.out")"
+[[ -n "$ISSUER" ]] || { cat "$WORK/idp.err" >&2; die "IdP did not start"; }
+log "IdP at $ISSUER"
+
+start_floor() { # port -> pid
+  taskset -c "$SERVER_CPU" "$FLOOR_BIN" "127.0.0.1:$1" >/dev/null 2>&1 &
+  PIDS+=($!)
+  wait_http "http://127.0.0.1:$1/" 200
+}
+FLOOR_PORT="$(free_port)"; start_floor "$FLOOR_PORT"; FLOOR_PID="${PIDS[-1]}"
+APP_PORT="$(free_port)"; start_floor "$APP_PORT"; APP_PID="${PIDS[-1]}"
+
+outpost_yaml() { # port cache-ttl
+  cat <<EOF
+listen:
+  http: "127.0.0.1:$1"
+  metrics: ""
+outpost_name: ak-outpost
+secret: "$SECRET"
+provider:
+  issuer: "$ISSUER"
+  client_id: "$CLIENT_ID"
+  client_secret: "$CLIENT_SECRET"
+  scopes: [openid, profile, email, groups]
+  introspection_cache_ttl: $2
+log:
+  level: info
+  format: json
+applications:
+  - name: app
+    external_host: "$EXTERNAL"
+    mode: forward_single
+EOF
+}
+
+start_outpost() { # port cache-ttl -> sets OUTPOST_PID
+  outpost_yaml "$1" "$2" >"$WORK/outpost-$1.yaml"
+  taskset -c "$SERVER_CPU" "$OUTPOST_BIN" --config "$WORK/outpost-$1.yaml" 2>>"$WORK/outpost.log" &
+  OUTPOST_PID=$!; PIDS+=($!)
+  wait_http "http://127.0.0.1:$1/outpost.goauthentik.io/ready" 200
+}
+
+OUTPOST_PORT="$(free_port)"
+start_outpost "$OUTPOST_PORT" 60s
+read -r rss hwm < <(mem_of "$OUTPOST_PID")
+echo "outpost_rss_idle,$rss,KiB,after start-up and provider discovery; no request yet" >>"$MEM_CSV"
+read -r rss hwm < <(mem_of "$FLOOR_PID")
+echo "floor_rss_idle,$rss,KiB,floor server after start-up" >>"$MEM_CSV"
+log "ak-outpost on :$OUTPOST_PORT (pid $OUTPOST_PID), floor on :$FLOOR_PORT, app on :$APP_PORT"
+
+# --- 5. a real session and cold tokens -------------------------------------------------------
+"$TOOL" login --outpost "127.0.0.1:$OUTPOST_PORT" --host "$APP_HOST" --user alice \
+  --password alice-password --secret "$SECRET" --client-id "$CLIENT_ID" >"$WORK/login.json"
+COOKIE="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["cookie"])' "$WORK/login.json")"
+ACCESS="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["access_token"])' "$WORK/login.json")"
+REFRESH="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["refresh_token"])' "$WORK/login.json")"
+log "logged in through the outpost: session cookie of ${#COOKIE} bytes"
+NEED=$((E_TOKENS * ${#CONCURRENCY[@]} + 200))
+((SESSIONS > NEED)) && NEED=$SESSIONS
+log "minting $NEED access tokens at the IdP (refresh grants)"
+"$TOOL" mint --issuer "$ISSUER" --client-id "$CLIENT_ID" --client-secret "$CLIENT_SECRET" \
+  --refresh-token "$REFRESH" --count "$NEED" --concurrency 16 --out "$WORK/tokens.txt" >"$WORK/mint.json"
+log "minted: $(cat "$WORK/mint.json")"
+
+# --- 6. direct runs --------------------------------------------------------------------------
+AUTH_PATH=/outpost.goauthentik.io/auth/nginx
+ORIGINAL="$EXTERNAL/dashboard/?tab=1"
+
+# run_wrk target setup concurrency duration url [wrk -H args...]; appends to runs.csv
+# CPU_PIDS: the server processes whose CPU time (user + system, all threads) is charged to the
+# run, to report server CPU per request next to throughput.
+CPU_PIDS=()
+cpu_ticks() { # sum of utime+stime (clock ticks) over CPU_PIDS and their child processes
+  local p t=0 kids
+  for p in "${CPU_PIDS[@]}"; do
+    kids="$(pgrep -P "$p" 2>/dev/null || true)"
+    for q in $p $kids; do
+      [[ -r "/proc/$q/stat" ]] || continue
+      t=$((t + $(sed 's/.*) //' "/proc/$q/stat" | awk '{print $12 + $13}')))
+    done
+  done
+  echo "$t"
+}
+run_wrk() {
+  local target="$1" setup="$2" conc="$3" dur="$4" url="$5"; shift 5
+  local line t0 t1
+  t0="$(cpu_ticks)"
+  line="$(taskset -c "$WRK_CPU" wrk -t1 -c"$conc" -d"$dur" --timeout 5s -s "$BENCH/wrk/report.lua" "$@" "$url" \
+    | sed -n 's/^BENCH //p')"
+  t1="$(cpu_ticks)"
+  [[ -n "$line" ]] || die "wrk produced no result for $target c=$conc"
+  python3 "$BENCH/report.py" row "$RUNS_CSV" "$target" "$setup" "$conc" "$dur" "$line" \
+    "$((t1 - t0))" "$(getconf CLK_TCK)"
+}
+
+# warm target url expect-status [wrk -H args...]: a curl check, then a short wrk warm-up whose
+# status codes must all be what the check saw.
+check_and_warm() {
+  local target="$1" url="$2" want="$3"; shift 3
+  local curl_args=() a got
+  for a in "$@"; do [[ "$a" == -H ]] || curl_args+=(-H "$a"); done
+  got="$(curl -s -o /dev/null -w '%{http_code}' "${curl_args[@]}" "$url")"
+  [[ "$got" == "$want" ]] || die "$target: expected $want, got $got from $url"
+  local line
+  line="$(taskset -c "$WRK_CPU" wrk -t1 -c16 -d"$WARMUP" --timeout 5s -s "$BENCH/wrk/report.lua" "$@" "$url" | sed -n 's/^BENCH //p')"
+  python3 "$BENCH/report.py" check-warmup "$target" "$want" "$line"
+}
+
+OP="http://127.0.0.1:$OUTPOST_PORT$AUTH_PATH"
+FL="http://127.0.0.1:$FLOOR_PORT$AUTH_PATH"
+H_COMMON=(-H "Host: $APP_HOST" -H "X-Original-URL: $ORIGINAL" -H "User-Agent: wrk" -H "Accept: text/html")
+
+direct() { # target url status [headers]
+  local target="$1" url="$2" want="$3"; shift 3
+  if [[ "$url" == "$FL" ]]; then CPU_PIDS=("$FLOOR_PID"); else CPU_PIDS=("$OUTPOST_PID"); fi
+  check_and_warm "$target" "$url" "$want" "$@"
+  for c in "${CONCURRENCY[@]}"; do
+    log "$target c=$c"
+    run_wrk "$target" direct "$c" "$DURATION" "$url" "$@"
+  done
+}
+
+direct a_floor "$FL" 200 "${H_COMMON[@]}" -H "Cookie: $COOKIE"
+direct b_cookie_cached "$OP" 200 "${H_COMMON[@]}" -H "Cookie: $COOKIE"
+direct c_no_cookie "$OP" 401 "${H_COMMON[@]}"
+direct d_bearer_hit "$OP" 200 "${H_COMMON[@]}" -H "Authorization: Bearer $ACCESS"
+
+# (e): every request a token the outpost has never seen. Disjoint slices per point; the
+# Set-Cookie the outpost answers with is not sent back (wrk keeps no cookies).
+sed -n "1,100p" "$WORK/tokens.txt" >"$WORK/e-warm.txt"
+BENCH_TOKENS="$WORK/e-warm.txt" check_and_warm e_bearer_miss "$OP" 200 "${H_COMMON[@]}" -H "Authorization: Bearer $ACCESS"
+CPU_PIDS=("$OUTPOST_PID")
+i=0
+for c in "${CONCURRENCY[@]}"; do
+  from=$((200 + i * E_TOKENS + 1)); to=$((200 + (i + 1) * E_TOKENS))
+  sed -n "${from},${to}p" "$WORK/tokens.txt" >"$WORK/e-$c.txt"
+  log "e_bearer_miss c=$c ($E_TOKENS cold tokens)"
+  BENCH_TOKENS="$WORK/e-$c.txt" run_wrk e_bearer_miss direct "$c" "$DURATION" "$OP" "${H_COMMON[@]}"
+  i=$((i + 1))
+done
+# Optional flat CPU profiles of the outpost at c=64 (not part of the table): PERF=1.
+if [[ "${PERF:-0}" == 1 ]]; then
+  if command -v perf >/dev/null 2>&1; then
+    profile() { # name [wrk -H args...]
+      local name="$1"; shift
+      log "perf profile: $name, c=64"
+      perf record -q -F 1999 -o "$WORK/perf-$name.data" -p "$OUTPOST_PID" -- sleep 5 >/dev/null 2>&1 &
+      local perf_pid=$!
+      taskset -c "$WRK_CPU" wrk -t1 -c64 -d6s -s "$BENCH/wrk/report.lua" "$@" "$OP" >/dev/null
+      wait "$perf_pid" || true
+      {
+        echo "# perf record -F 1999 -p <ak-outpost> during wrk -t1 -c64 -d6s ($name); by DSO, then by symbol"
+        perf report -i "$WORK/perf-$name.data" --no-children --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]'
+        perf report -i "$WORK/perf-$name.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
+          | grep -E '^ +[0-9]' | head -150
+      } >"$OUT/perf-$name.txt" || log "perf report failed for $name"
+    }
+    profile b_cookie_cached "${H_COMMON[@]}" -H "Cookie: $COOKIE"
+    profile c_no_cookie "${H_COMMON[@]}"
+  else
+    log "PERF=1 but perf is not installed (apt-get install linux-perf); skipping profiles"
+  fi
+fi
+read -r rss hwm < <(mem_of "$OUTPOST_PID")
+echo "outpost_hwm_direct_load,$hwm,KiB,VmHWM after the direct runs b-e (c up to 64)" >>"$MEM_CSV"
+echo "outpost_rss_after_direct_load,$rss,KiB,VmRSS after the direct runs" >>"$MEM_CSV"
+read -r rss hwm < <(mem_of "$FLOOR_PID")
+echo "floor_hwm_direct_load,$hwm,KiB,floor VmHWM after its runs" >>"$MEM_CSV"
+
+# --- 7. nginx auth_request: outpost vs floor, keepalive and not -------------------------------
+if [[ "${SKIP_NGINX:-0}" != 1 ]]; then
+  nginx_run() { # example backend-name backend-port target [app-keepalive]
+    local example="$1" name="$2" bport="$3" target="$4" dir conf pid
+    dir="$WORK/nginx-$example-$name"
+    conf="$(python3 "$BENCH/render_nginx.py" "$example" "$dir" "$NGINX_PORT" "127.0.0.1:$bport" "127.0.0.1:$APP_PORT" "$APP_HOST" ${5:-})"
+    "$NGINX" -t -p "$dir" -c "$conf" >"$dir/test.log" 2>&1 || { cat "$dir/test.log" >&2; die "nginx -t failed for $example"; }
+    taskset -c "$SERVER_CPU" "$NGINX" -p "$dir" -c "$conf" >"$dir/stdout.log" 2>&1 &
+    pid=$!; PIDS+=($pid)
+    if [[ "$name" == floor ]]; then CPU_PIDS=("$pid" "$FLOOR_PID" "$APP_PID"); else CPU_PIDS=("$pid" "$OUTPOST_PID" "$APP_PID"); fi
+    local url="http://127.0.0.1:$NGINX_PORT/dashboard/?tab=1"
+    wait_http "$url" 200 -H "Host: $APP_HOST:$NGINX_PORT" -H "Cookie: $COOKIE"
+    check_and_warm "$target" "$url" 200 -H "Host: $APP_HOST:$NGINX_PORT" -H "Cookie: $COOKIE" -H "User-Agent: wrk" -H "Accept: text/html"
+    for c in "${CONCURRENCY[@]}"; do
+      log "$target c=$c"
+      run_wrk "$target" "$example" "$c" "$DURATION" "$url" -H "Host: $APP_HOST:$NGINX_PORT" -H "Cookie: $COOKIE" -H "User-Agent: wrk" -H "Accept: text/html"
+    done
+    stop_pid "$pid"
+  }
+  # With keepalive: nginx/app.example.com.conf as shipped (auth upstream keepalive 64), the app
+  # also behind a keepalive upstream. Without: SWAG's files as shipped (variable proxy_pass,
+  # new connections to the outpost and to the app for every request).
+  nginx_run plain floor "$FLOOR_PORT" f_nginx_keepalive_floor app-keepalive
+  nginx_run plain outpost "$OUTPOST_PORT" f_nginx_keepalive_outpost app-keepalive
+  nginx_run swag floor "$FLOOR_PORT" f_nginx_nokeepalive_floor
+  nginx_run swag outpost "$OUTPOST_PORT" f_nginx_nokeepalive_outpost
+  read -r rss hwm < <(mem_of "$OUTPOST_PID")
+  echo "outpost_hwm_all_load,$hwm,KiB,VmHWM after all runs incl. nginx without keepalive" >>"$MEM_CSV"
+fi
+stop_pid "$OUTPOST_PID"
+
+# --- 8. memory with many cached sessions -----------------------------------------------------
+MEM_PORT="$(free_port)"
+start_outpost "$MEM_PORT" 3600s
+read -r rss0 hwm < <(mem_of "$OUTPOST_PID")
+log "filling the introspection cache with $SESSIONS distinct sessions"
+"$TOOL" fill --outpost "127.0.0.1:$MEM_PORT" --host "$APP_HOST" --url "$ORIGINAL" --secret "$SECRET" \
+  --client-id "$CLIENT_ID" --tokens "$WORK/tokens.txt" --count "$SESSIONS" --concurrency 32 >"$WORK/fill.json"
+log "fill: $(cat "$WORK/fill.json")"
+python3 "$BENCH/report.py" check-fill "$WORK/fill.json" "$SESSIONS"
+sleep 1
+read -r rss hwm < <(mem_of "$OUTPOST_PID")
+echo "outpost_rss_sessions_before,$rss0,KiB,fresh outpost before the fill" >>"$MEM_CSV"
+echo "outpost_rss_sessions,$rss,KiB,$SESSIONS distinct live sessions checked and cached (cache TTL 1 h)" >>"$MEM_CSV"
+echo "outpost_hwm_sessions,$hwm,KiB,VmHWM during the fill" >>"$MEM_CSV"
+echo "sessions,$SESSIONS,count,distinct active access tokens in the cache" >>"$MEM_CSV"
+stop_pid "$OUTPOST_PID"
+
+# --- 9. start-up time --------------------------------------------------------------------------
+START_PORT="$(free_port)"
+outpost_yaml "$START_PORT" 60s >"$WORK/startup.yaml"
+log "start-up time, $STARTUP_RUNS runs"
+"$TOOL" startup --bin "$OUTPOST_BIN" --config "$WORK/startup.yaml" --addr "127.0.0.1:$START_PORT" \
+  --runs "$STARTUP_RUNS" >"$WORK/startup.json"
+python3 - "$WORK/startup.json" >>"$MEM_CSV" <<'EOF'
+import json, sys
+s = json.load(open(sys.argv[1]))
+print(f"startup_median,{s['median_ms']:.2f},ms,exec to first 204 on /ping; {s['runs']} runs; min {s['min_ms']:.2f} p90 {s['p90_ms']:.2f}")
+EOF
+
+# --- 10. report ------------------------------------------------------------------------------
+python3 "$BENCH/report.py" facts "$OUT" # date, load average and commit as the measurements end
+python3 "$BENCH/report.py" report "$OUT" "$QUICK" "$DURATION"
+if [[ "$QUICK" != 1 ]]; then
+  python3 "$BENCH/report.py" update-doc "$OUT/summary.md" "$ROOT/BENCHMARKS.md"
+fi
+log "done: $OUT"

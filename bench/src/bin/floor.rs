@@ -1,0 +1,61 @@
+//! The floor: the smallest forward-auth "outpost" possible. It answers every request 200 with
+//! the five `X-authentik-*` identity headers of a fixed user and does nothing else: no cookie,
+//! no crypto, no cache, no logging. It is served the way ak-outpost serves (`src/server.rs`:
+//! tokio multi-thread runtime, hyper HTTP/1 with keep-alive and a header read timeout,
+//! TCP_NODELAY), so the difference between the two is the outpost's logic. Keep the two in
+//! step when the outpost's connection settings change.
+//!
+//! Also used as the "app" behind nginx in the full-request benchmarks.
+//!
+//! Usage: `floor <listen addr>` (e.g. `127.0.0.1:9101`); prints `FLOOR_READY <addr>` once
+//! listening.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+
+async fn answer(_req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    let h = r.headers_mut();
+    h.insert("x-authentik-username", "alice".parse().unwrap());
+    h.insert("x-authentik-groups", "admins|users".parse().unwrap());
+    h.insert("x-authentik-email", "alice@example.test".parse().unwrap());
+    h.insert("x-authentik-name", "Alice Liddell".parse().unwrap());
+    h.insert("x-authentik-uid", "alice".parse().unwrap());
+    Ok(r)
+}
+
+fn main() {
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:9101".to_string());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
+        println!("FLOOR_READY {}", listener.local_addr().expect("addr"));
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(15))
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service_fn(answer));
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        }
+    });
+}
