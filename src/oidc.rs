@@ -28,6 +28,9 @@ pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 pub const CACHE_CAPACITY: u64 = 200_000;
 /// Clock skew tolerated on `exp`/`iat`.
 pub const LEEWAY_SECS: u64 = 60;
+/// Longest wait between two discovery attempts while the provider is down: short, so the
+/// outpost is usable again within seconds of the provider's return.
+pub const DISCOVERY_RETRY_MAX: Duration = Duration::from_secs(5);
 /// Minimum time between two JWKS fetches caused by unknown key ids.
 pub const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -353,7 +356,7 @@ impl OidcClient {
                         }
                         me.last_error.store(Some(Arc::new(msg)));
                         tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(30));
+                        delay = (delay * 2).min(DISCOVERY_RETRY_MAX);
                     }
                 }
             }

@@ -338,10 +338,11 @@ impl Drop for InProcess {
     }
 }
 
-/// Waits until the outpost at `addr` reports its provider ready (10 s at most).
+/// Waits until the outpost at `addr` reports its provider ready (30 s at most; the outpost
+/// retries discovery at least every 5 s).
 pub async fn wait_ready(addr: SocketAddr) {
     let c = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(r) = c
             .get(format!("http://{addr}/outpost.goauthentik.io/ready"))
