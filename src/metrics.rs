@@ -8,7 +8,6 @@ use std::time::Duration;
 use http::request::Parts;
 use http::{Response, StatusCode};
 
-use crate::handlers::LogInfo;
 use crate::outpost::Outpost;
 use crate::paths::{METRICS_PATH, PING_PATH, READY_PATH};
 use crate::respond::{self, Body};
@@ -83,7 +82,8 @@ pub fn observe(path: &str, status: StatusCode, d: Duration) {
 /// Serves the metrics listener.
 pub fn handle(outpost: &Outpost, parts: &Parts) -> Response<Body> {
     let path = parts.uri.path();
-    let mut r = if path == METRICS_PATH {
+
+    if path == METRICS_PATH {
         let mut r = respond::text(StatusCode::OK, &render(outpost));
         r.headers_mut().insert(
             http::header::CONTENT_TYPE,
@@ -99,9 +99,7 @@ pub fn handle(outpost: &Outpost, parts: &Parts) -> Response<Body> {
         }
     } else {
         respond::text(StatusCode::NOT_FOUND, "404 page not found")
-    };
-    r.extensions_mut().remove::<LogInfo>();
-    r
+    }
 }
 
 fn render(outpost: &Outpost) -> String {

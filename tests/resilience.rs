@@ -483,3 +483,72 @@ async fn sighup_reloads_the_file_and_rejects_a_bad_one() {
     assert_eq!(status("app3.example.test").await, 401);
     assert_eq!(status("app1.example.test").await, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_listener_serves_prometheus_text_ping_and_readiness() {
+    let idp = Idp::start(&IdpOptions::new(vec!["http://a.example.test/cb".into()]));
+    let o = addr(free_port());
+    let m = addr(free_port());
+    let yaml = outpost_yaml(
+        o,
+        &idp.issuer,
+        SECRET,
+        60,
+        &[AppCfg::single("app", "http://app.example.test".into())],
+    )
+    .replace("  metrics: \"\"\n", &format!("  metrics: \"{m}\"\n"));
+    assert!(yaml.contains(&m.to_string()));
+    let _b = Binary::start(o, &yaml).await;
+    wait_ready(o).await;
+    let c = reqwest::Client::new();
+    for _ in 0..3 {
+        let r = c
+            .get(format!("http://{o}/outpost.goauthentik.io/auth/nginx"))
+            .header("Host", "app.example.test")
+            .header("X-Original-URL", "http://app.example.test/x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let ping = c
+        .head(format!("http://{m}/outpost.goauthentik.io/ping"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ping.status(), 204);
+    let ready = c
+        .get(format!("http://{m}/outpost.goauthentik.io/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let text = c
+        .get(format!("http://{m}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = |needle: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(needle))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {needle} in:\n{text}"))
+    };
+    let count = line(
+        "authentik_outpost_proxy_request_duration_seconds_count{outpost_name=\"ak-outpost\",type=\"app\"}",
+    );
+    let inf = line(
+        "authentik_outpost_proxy_request_duration_seconds_bucket{outpost_name=\"ak-outpost\",type=\"app\",le=\"+Inf\"}",
+    );
+    let first = line(
+        "authentik_outpost_proxy_request_duration_seconds_bucket{outpost_name=\"ak-outpost\",type=\"app\",le=\"0.005\"}",
+    );
+    assert!(count >= 3, "{text}");
+    assert_eq!(inf, count);
+    assert!(first <= inf, "buckets are cumulative");
+    assert_eq!(line("ak_outpost_provider_ready"), 1);
+}

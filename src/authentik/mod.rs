@@ -529,32 +529,21 @@ pub async fn control(
         Arc::clone(&outpost),
         Arc::clone(&refresh),
     ));
-    let mut current = obj;
-    let mut keypairs = KeypairCache::default();
-    let http = OidcClient::http_client(env.insecure);
+    let mut loader = Loader {
+        http: OidcClient::http_client(env.insecure),
+        api,
+        current: obj,
+        certs,
+        keypairs: KeypairCache::default(),
+    };
     // First load: retry until it works; answer 503 meanwhile.
-    loop {
-        match refresh_once(
-            &env,
-            &http,
-            &api,
-            &outpost,
-            &mut current,
-            certs.as_deref(),
-            &mut keypairs,
-        )
-        .await
-        {
-            Ok(()) => break,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot load providers yet; retrying");
-                tokio::time::sleep(START_RETRY).await;
-            }
-        }
+    while let Err(e) = loader.refresh(&env, &outpost).await {
+        tracing::warn!(error = %e, "cannot load providers yet; retrying");
+        tokio::time::sleep(START_RETRY).await;
     }
     let offset = jitter(env.reload_jitter);
     loop {
-        let interval = match current.refresh_interval_s.unwrap_or(300) {
+        let interval = match loader.current.refresh_interval_s.unwrap_or(300) {
             s if s <= 0 => 300,
             s if s < 30 => 30,
             s => s,
@@ -565,19 +554,43 @@ pub async fn control(
                 tokio::time::sleep(offset).await;
             }
         }
-        if let Err(e) = refresh_once(
-            &env,
-            &http,
-            &api,
-            &outpost,
-            &mut current,
-            certs.as_deref(),
-            &mut keypairs,
-        )
-        .await
-        {
+        if let Err(e) = loader.refresh(&env, &outpost).await {
             tracing::warn!(error = %e, "refresh failed; the previous configuration keeps serving");
         }
+    }
+}
+
+/// What a refresh needs between runs: the API, one HTTP client for every provider, the latest
+/// outpost object, and the downloaded certificates.
+struct Loader {
+    http: reqwest::Client,
+    api: Api,
+    current: OutpostObject,
+    certs: Option<Arc<CertStore>>,
+    keypairs: KeypairCache,
+}
+
+impl Loader {
+    /// Reads the outpost and its providers, builds a new configuration and swaps it in.
+    async fn refresh(
+        &mut self,
+        env: &AuthentikEnv,
+        outpost: &Outpost,
+    ) -> Result<(), crate::oidc::OidcError> {
+        if let Some(o) = self.api.outpost().await? {
+            self.current = o;
+        }
+        let providers = self.api.providers().await?;
+        if let Some(store) = &self.certs {
+            update_certificates(&self.api, store, &mut self.keypairs, &providers).await;
+        }
+        let previous = outpost.runtime();
+        let rt = build_runtime(env, &self.http, &self.current, &providers, Some(&previous)).await;
+        let n = rt.apps.len();
+        outpost.swap(rt);
+        crate::metrics::set_last_update();
+        tracing::info!(providers = n, "configuration loaded from authentik");
+        Ok(())
     }
 }
 
@@ -652,31 +665,6 @@ async fn update_certificates(
         by_name.insert(host, key);
     }
     store.set(by_name);
-}
-
-async fn refresh_once(
-    env: &AuthentikEnv,
-    http: &reqwest::Client,
-    api: &Api,
-    outpost: &Outpost,
-    current: &mut OutpostObject,
-    certs: Option<&CertStore>,
-    keypairs: &mut KeypairCache,
-) -> Result<(), crate::oidc::OidcError> {
-    if let Some(o) = api.outpost().await? {
-        *current = o;
-    }
-    let providers = api.providers().await?;
-    if let Some(store) = certs {
-        update_certificates(api, store, keypairs, &providers).await;
-    }
-    let previous = outpost.runtime();
-    let rt = build_runtime(env, http, current, &providers, Some(&previous)).await;
-    let n = rt.apps.len();
-    outpost.swap(rt);
-    crate::metrics::set_last_update();
-    tracing::info!(providers = n, "configuration loaded from authentik");
-    Ok(())
 }
 
 #[cfg(test)]
