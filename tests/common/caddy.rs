@@ -10,7 +10,7 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -133,7 +133,7 @@ impl Caddy {
         // Retry in case another process grabs the port between our probe and
         // Caddy's bind().
         for _ in 0..5 {
-            let port = free_port();
+            let port = super::free_port();
             match Caddy::try_start(vars, port) {
                 Ok(caddy) => return caddy,
                 Err(e) if e.contains("address already in use") => last_error = e,
@@ -223,30 +223,8 @@ impl Drop for Caddy {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) => return,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => break,
-            }
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        super::terminate(&mut child, Duration::from_secs(5));
     }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
 }
 
 fn is_comment(line: &str) -> bool {

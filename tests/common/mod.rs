@@ -448,21 +448,28 @@ impl Binary {
 
     /// SIGTERM and wait.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                return s;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                return self.child.wait().expect("wait");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        terminate(&mut self.child, Duration::from_secs(15))
+    }
+}
+
+/// SIGTERM, then up to `grace` for the process to exit, then SIGKILL; returns how it ended.
+pub fn terminate(child: &mut Child, grace: Duration) -> std::process::ExitStatus {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let deadline = Instant::now() + grace;
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            return s;
         }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return child.wait().expect("wait");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

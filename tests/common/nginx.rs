@@ -9,7 +9,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -100,7 +100,7 @@ impl Nginx {
         // Retry a few times in case another process grabs the port between
         // our probe and nginx's bind().
         for _ in 0..5 {
-            let port = free_port();
+            let port = super::free_port();
             match Nginx::try_start(example, vars, port) {
                 Ok(nginx) => return nginx,
                 Err(e) if e.contains("Address already in use") => last_error = e,
@@ -228,30 +228,8 @@ impl Drop for Nginx {
         };
         // SIGTERM lets the master stop its worker (a SIGKILLed master would
         // leave the worker running and holding the port).
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) => return,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => break,
-            }
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        super::terminate(&mut child, Duration::from_secs(5));
     }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
 }
 
 fn examples_dir() -> PathBuf {
