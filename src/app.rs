@@ -367,7 +367,7 @@ pub fn strip_port(host: &str) -> &str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn spec(host: &str, mode: Mode, cd: &str, skip: &str) -> AppSpec {
@@ -493,7 +493,8 @@ mod tests {
         assert_eq!(e.len(), 2, "{e:?}");
     }
 
-    fn app(host: &str, mode: Mode, cd: &str) -> Arc<Application> {
+    /// An application for table tests (provider never contacted).
+    pub(crate) fn app(host: &str, mode: Mode, cd: &str) -> Arc<Application> {
         thread_local! {
             static HTTP: reqwest::Client = reqwest::Client::new();
         }

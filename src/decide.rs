@@ -1,6 +1,10 @@
 //! The decision: a pure function of the parsed request, what is known about the session, the
 //! application and the time. No I/O; `respond` renders the result.
 
+use std::sync::Arc;
+
+use http::HeaderMap;
+
 use crate::app::AppSpec;
 use crate::request::{AuthRequest, ForwardError};
 use crate::session::Session;
@@ -14,9 +18,11 @@ pub enum SessionCheck {
     /// cookie should be cleared.
     Invalid,
     /// A live session; `renewed` means its tokens changed and the cookie must be rewritten.
+    /// `headers` are its identity headers when already built (see [`crate::memo`]).
     Valid {
-        session: Box<Session>,
+        session: Arc<Session>,
         renewed: bool,
+        headers: Option<Arc<HeaderMap>>,
     },
     /// The provider cannot be reached to verify the session.
     Unverifiable,
@@ -96,7 +102,7 @@ mod tests {
 
     fn valid(groups: &[&str], expires_at: i64) -> SessionCheck {
         SessionCheck::Valid {
-            session: Box::new(Session {
+            session: Arc::new(Session {
                 version: 1,
                 identity: Identity {
                     sub: "u".into(),
@@ -111,6 +117,7 @@ mod tests {
                 expires_at,
             }),
             renewed: false,
+            headers: None,
         }
     }
 

@@ -16,7 +16,7 @@ use crate::login::{
     BINDING_TTL_SECS, LoginState, MAX_ATTEMPTS, StateError, binding_cookie_name, binding_hash,
     is_binding_value,
 };
-use crate::oidc::{OidcError, RefreshOutcome, pkce_pair, random_token, unix_now};
+use crate::oidc::{OidcError, RefreshOutcome, pkce_pair, random_token, token_key, unix_now};
 use crate::outpost::{Outpost, Runtime};
 use crate::paths::{CALLBACK_SIGNATURE, LOGOUT_SIGNATURE, Route, START_PATH};
 use crate::redirect::{RedirectTarget, rd_from_query};
@@ -168,12 +168,32 @@ async fn auth(
     }
     let cookies = read_session_cookies(&parts.headers, &app.cookie_name);
     let now = unix_now();
-    let check = check_session(ctx.outpost, app, &parts.headers, &cookies, now).await;
+    let check = check_session(ctx, app, &parts.headers, &cookies, now).await;
     let decision = decide(&req, &check, &app.spec, now);
     let name = app.spec.name.as_str();
     let mut resp = match (&decision, &check) {
-        (Decision::Allow, SessionCheck::Valid { session, renewed }) => {
-            let mut r = respond::empty(StatusCode::OK);
+        (
+            Decision::Allow,
+            SessionCheck::Valid {
+                session,
+                renewed,
+                headers,
+            },
+        ) => {
+            let built;
+            let identity = match headers {
+                Some(h) => h.as_ref(),
+                None => {
+                    built = respond::identity_headers(
+                        app,
+                        session,
+                        &ctx.rt.settings.outpost_name,
+                        ctx.rt.settings.send_jwt_header,
+                    );
+                    &built
+                }
+            };
+            let mut r = respond::allow(identity, parts.headers.get(USER_AGENT));
             if *renewed {
                 // The session cookie must be the first Set-Cookie: nginx copies only that one.
                 respond::add_cookies(
@@ -181,14 +201,6 @@ async fn auth(
                     session_set_cookies(app, session, now, cookies.chunks_sent),
                 );
             }
-            respond::identity_headers(
-                r.headers_mut(),
-                app,
-                session,
-                &ctx.rt.settings.outpost_name,
-                ctx.rt.settings.send_jwt_header,
-                parts.headers.get(USER_AGENT),
-            );
             return with_log(r, name, "allow", &session.identity.username);
         }
         (Decision::Allow, _) => respond::unauthorized(),
@@ -249,17 +261,17 @@ async fn auth(
 /// Finds the request's session: the cookie first, then (if the app accepts them) an
 /// `Authorization` header, which on success yields a new session to store in a cookie.
 async fn check_session(
-    outpost: &Outpost,
-    app: &Application,
+    ctx: &Ctx<'_>,
+    app: &Arc<Application>,
     headers: &HeaderMap,
-    cookies: &SessionCookies,
+    cookies: &SessionCookies<'_>,
     now: i64,
 ) -> SessionCheck {
-    let from_cookie = cookie_session(outpost, app, cookies, now).await;
+    let from_cookie = cookie_session(ctx, app, cookies, now).await;
     if matches!(from_cookie, SessionCheck::Valid { .. }) {
         return from_cookie;
     }
-    let Some(authz) = header_str(headers, AUTHORIZATION.as_str()) else {
+    let Some(authz) = header_str(headers, AUTHORIZATION) else {
         return from_cookie;
     };
     let bearer = authz.len() > 7 && authz[..7].eq_ignore_ascii_case("bearer ");
@@ -271,12 +283,12 @@ async fn check_session(
             if h.identity
                 .sid
                 .as_deref()
-                .is_some_and(|sid| outpost.is_ended(sid))
+                .is_some_and(|sid| ctx.outpost.is_ended(sid))
             {
                 return from_cookie;
             }
             SessionCheck::Valid {
-                session: Box::new(Session {
+                session: Arc::new(Session {
                     version: 1,
                     identity: h.identity,
                     access_token: h.token,
@@ -287,6 +299,7 @@ async fn check_session(
                     expires_at: h.expires_at,
                 }),
                 renewed: true,
+                headers: None,
             }
         }
         Ok(None) => from_cookie,
@@ -302,12 +315,45 @@ async fn check_session(
 
 /// Opens the session cookie and checks it upstream: renews tokens when they are about to
 /// expire, otherwise asks the (cached) introspection whether the access token is still live.
+/// A cookie opened before comes from the memo, which skips the unsealing; every other check
+/// still runs.
 async fn cookie_session(
-    outpost: &Outpost,
-    app: &Application,
-    cookies: &SessionCookies,
+    ctx: &Ctx<'_>,
+    app: &Arc<Application>,
+    cookies: &SessionCookies<'_>,
     now: i64,
 ) -> SessionCheck {
+    let Some(value) = cookies.value.as_deref() else {
+        return SessionCheck::None;
+    };
+    if let Some(hit) = ctx.rt.memo.get(app, value) {
+        let s = &hit.session;
+        let ended = || {
+            s.identity
+                .sid
+                .as_deref()
+                .is_some_and(|sid| ctx.outpost.is_ended(sid))
+        };
+        // Expired, ended or due for renewal: the full path below handles it.
+        if s.expires_at > now && !s.needs_renewal(now) && !ended() {
+            return match app
+                .oidc
+                .check_token_keyed(hit.token_key, &s.access_token, s.access_expires_at, now)
+                .await
+            {
+                Ok(true) => SessionCheck::Valid {
+                    session: Arc::clone(&hit.session),
+                    renewed: false,
+                    headers: Some(Arc::clone(&hit.headers)),
+                },
+                Ok(false) => SessionCheck::Invalid,
+                Err(e) => {
+                    tracing::warn!(error = %e, "token check failed");
+                    SessionCheck::Unverifiable
+                }
+            };
+        }
+    }
     let mut session = match open_session(app, cookies, now) {
         CookieState::Absent => return SessionCheck::None,
         CookieState::Invalid => return SessionCheck::Invalid,
@@ -317,7 +363,7 @@ async fn cookie_session(
         .identity
         .sid
         .as_deref()
-        .is_some_and(|sid| outpost.is_ended(sid))
+        .is_some_and(|sid| ctx.outpost.is_ended(sid))
     {
         return SessionCheck::Invalid;
     }
@@ -334,8 +380,9 @@ async fn cookie_session(
                     }
                     session.shrink_to_fit();
                     return SessionCheck::Valid {
-                        session,
+                        session: Arc::new(*session),
                         renewed: true,
+                        headers: None,
                     };
                 }
                 Ok(RefreshOutcome::Rejected) => return SessionCheck::Invalid,
@@ -350,15 +397,33 @@ async fn cookie_session(
             None => {}
         }
     }
+    let key = token_key(&session.access_token);
     match app
         .oidc
-        .check_token(&session.access_token, session.access_expires_at, now)
+        .check_token_keyed(key, &session.access_token, session.access_expires_at, now)
         .await
     {
-        Ok(true) => SessionCheck::Valid {
-            session,
-            renewed: false,
-        },
+        Ok(true) => {
+            let session = Arc::new(*session);
+            let settings = &ctx.rt.settings;
+            let headers = Arc::new(respond::identity_headers(
+                app,
+                &session,
+                &settings.outpost_name,
+                settings.send_jwt_header,
+            ));
+            // Only a session that needs nothing but the token check is remembered.
+            if !session.needs_renewal(now) {
+                ctx.rt
+                    .memo
+                    .put(app, value, Arc::clone(&session), key, Arc::clone(&headers));
+            }
+            SessionCheck::Valid {
+                session,
+                renewed: false,
+                headers: Some(headers),
+            }
+        }
         Ok(false) => SessionCheck::Invalid,
         Err(e) => {
             tracing::warn!(error = %e, "token check failed");

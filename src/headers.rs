@@ -2,15 +2,17 @@
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-pub const X_ORIGINAL_URL: &str = "x-original-url";
-pub const X_ORIGINAL_URI: &str = "x-original-uri";
-pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
-pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
-pub const X_FORWARDED_URI: &str = "x-forwarded-uri";
-pub const X_FORWARDED_METHOD: &str = "x-forwarded-method";
-pub const X_ORIGINAL_METHOD: &str = "x-original-method";
-pub const SEC_FETCH_MODE: &str = "sec-fetch-mode";
-pub const X_REQUESTED_WITH: &str = "x-requested-with";
+pub const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
+pub const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+pub const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+pub const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+pub const SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
+pub const X_REQUESTED_WITH: HeaderName = HeaderName::from_static("x-requested-with");
+pub const ACCESS_CONTROL_REQUEST_METHOD: HeaderName =
+    HeaderName::from_static("access-control-request-method");
 
 pub const AK_USERNAME: HeaderName = HeaderName::from_static("x-authentik-username");
 pub const AK_GROUPS: HeaderName = HeaderName::from_static("x-authentik-groups");

@@ -16,6 +16,7 @@
 //! - [`respond`]: the one place outcomes become HTTP responses.
 //! - [`handlers`]: the endpoints (auth checks, start, callback, sign_out, ping, ready).
 //! - [`session`]: the sealed, chunked session cookie.
+//! - [`memo`]: a bounded memo of opened session cookies (skips unsealing on the hot path).
 //! - [`login`]: the sealed OAuth state for the login round trip.
 //! - [`redirect`]: [`redirect::RedirectTarget`], the only way to name a post-login target.
 //! - [`seal`]: AES-256-GCM sealing with derived keys.
@@ -41,6 +42,7 @@ pub mod handlers;
 pub mod headers;
 pub mod healthcheck;
 pub mod login;
+pub mod memo;
 pub mod metrics;
 pub mod oidc;
 pub mod outpost;

@@ -704,7 +704,19 @@ impl OidcClient {
         expires_at: i64,
         now: i64,
     ) -> Result<bool, Arc<OidcError>> {
-        let key = token_key(access_token);
+        self.check_token_keyed(token_key(access_token), access_token, expires_at, now)
+            .await
+    }
+
+    /// [`check_token`](Self::check_token) with the token's cache key already computed
+    /// (`token_key(access_token)`).
+    pub async fn check_token_keyed(
+        &self,
+        key: [u8; 32],
+        access_token: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, Arc<OidcError>> {
         if let Some(s) = self.checks.get(&key).await {
             return Ok(s.active);
         }

@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use crate::app::{AppExtras, AppSet, Application, cookie_name};
 use crate::config::Config;
 use crate::login::STATE_TTL_SECS;
+use crate::memo::SessionMemo;
 use crate::oidc::{ClientSettings, OidcClient};
 use crate::seal::Sealer;
 
@@ -48,6 +49,8 @@ pub struct Runtime {
     /// False until the first configuration arrived (authentik mode start-up): requests are
     /// answered 503 meanwhile, never judged against an empty configuration.
     pub loaded: bool,
+    /// Opened session cookies of this configuration (see [`crate::memo`]).
+    pub memo: SessionMemo,
 }
 
 /// Everything the request handlers share.
@@ -161,6 +164,7 @@ impl Runtime {
             .collect();
         Runtime {
             loaded: true,
+            memo: SessionMemo::new(),
             apps: AppSet::new(apps),
             settings: Settings {
                 outpost_name: cfg.outpost_name.clone(),

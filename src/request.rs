@@ -1,13 +1,14 @@
 //! The edge: an incoming forward-auth request becomes an [`AuthRequest`] here, and nothing
 //! after this reads raw forwarding headers. Forwarding headers count only from trusted peers.
 
-use http::header::{ACCEPT, HOST, HeaderMap};
+use http::header::{ACCEPT, AsHeaderName, HOST, HeaderMap};
 use http::request::Parts;
 use url::Url;
 
 use crate::headers::{
-    SEC_FETCH_MODE, X_FORWARDED_HOST, X_FORWARDED_METHOD, X_FORWARDED_PROTO, X_FORWARDED_URI,
-    X_ORIGINAL_METHOD, X_ORIGINAL_URI, X_ORIGINAL_URL, X_REQUESTED_WITH,
+    ACCESS_CONTROL_REQUEST_METHOD, SEC_FETCH_MODE, X_FORWARDED_HOST, X_FORWARDED_METHOD,
+    X_FORWARDED_PROTO, X_FORWARDED_URI, X_ORIGINAL_METHOD, X_ORIGINAL_URI, X_ORIGINAL_URL,
+    X_REQUESTED_WITH,
 };
 use crate::paths::AUTH_ENVOY_PREFIX;
 
@@ -57,7 +58,7 @@ pub struct AuthRequest {
 }
 
 /// A header as text, if present and valid.
-pub fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub fn header_str<'a>(h: &'a HeaderMap, name: impl AsHeaderName) -> Option<&'a str> {
     h.get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
@@ -87,7 +88,7 @@ pub fn request_host(parts: &Parts, trusted: bool, flavour: Option<Flavour>) -> O
             _ => {}
         }
     }
-    header_str(h, HOST.as_str()).or_else(|| parts.uri.authority().map(|a| a.as_str()))
+    header_str(h, HOST).or_else(|| parts.uri.authority().map(|a| a.as_str()))
 }
 
 /// The `host[:port]` of an absolute http(s) URL, if it is a plain one.
@@ -144,17 +145,32 @@ pub fn is_plain_authority(authority: &str) -> bool {
 /// Builds an http(s) URL from a scheme, a `host[:port]` and a path with query. `None` unless
 /// every part is well-formed, so no part can leak into another.
 fn absolute(scheme: &str, host: &str, path_and_query: &str) -> Option<Url> {
-    let scheme = scheme.to_ascii_lowercase();
-    if scheme != "http" && scheme != "https" {
+    let scheme = lower_http_scheme(scheme)?;
+    if !parts_ok(host, path_and_query) {
         return None;
     }
-    if !path_and_query.starts_with('/') || !is_plain_authority(host) {
-        return None;
+    finish(Url::parse(&format!("{scheme}://{host}{path_and_query}")).ok()?)
+}
+
+/// `http` or `https`, whatever the case; `None` for any other scheme.
+fn lower_http_scheme(scheme: &str) -> Option<&'static str> {
+    if scheme.eq_ignore_ascii_case("http") {
+        Some("http")
+    } else if scheme.eq_ignore_ascii_case("https") {
+        Some("https")
+    } else {
+        None
     }
-    if path_and_query.chars().any(|c| c.is_control()) {
-        return None;
-    }
-    let u = Url::parse(&format!("{scheme}://{host}{path_and_query}")).ok()?;
+}
+
+/// A plain `host[:port]` and a path that starts with `/` and has no control characters.
+fn parts_ok(host: &str, path_and_query: &str) -> bool {
+    path_and_query.starts_with('/')
+        && is_plain_authority(host)
+        && !path_and_query.chars().any(char::is_control)
+}
+
+fn finish(u: Url) -> Option<Url> {
     u.host_str()?;
     Some(u)
 }
@@ -163,6 +179,13 @@ fn absolute(scheme: &str, host: &str, path_and_query: &str) -> Option<Url> {
 fn parse_absolute(s: &str) -> Option<Url> {
     let (scheme, rest) = s.split_once("://")?;
     let slash = rest.find('/')?;
+    if matches!(scheme, "http" | "https") {
+        // Already in the form `absolute` would build: parse it as it is.
+        if !parts_ok(&rest[..slash], &rest[slash..]) {
+            return None;
+        }
+        return finish(Url::parse(s).ok()?);
+    }
     absolute(scheme, &rest[..slash], &rest[slash..])
 }
 
@@ -191,17 +214,16 @@ impl AuthRequest {
         let method = if trusted {
             header_str(h, X_FORWARDED_METHOD)
                 .or_else(|| header_str(h, X_ORIGINAL_METHOD))
-                .map(str::to_string)
-                .unwrap_or_else(|| parts.method.as_str().to_string())
+                .unwrap_or(parts.method.as_str())
         } else {
-            parts.method.as_str().to_string()
+            parts.method.as_str()
         };
         AuthRequest {
             flavour,
             original,
-            navigation: is_navigation(&method, h),
+            navigation: is_navigation(method, h),
             preflight: method.eq_ignore_ascii_case("OPTIONS")
-                && header_str(h, "access-control-request-method").is_some(),
+                && header_str(h, ACCESS_CONTROL_REQUEST_METHOD).is_some(),
         }
     }
 
@@ -238,7 +260,7 @@ impl AuthRequest {
         } else {
             "https"
         };
-        let host = header_str(&parts.headers, HOST.as_str()).ok_or(ForwardError::Missing)?;
+        let host = header_str(&parts.headers, HOST).ok_or(ForwardError::Missing)?;
         absolute(scheme, host, &pq).ok_or(ForwardError::Unparsable)
     }
 }
@@ -257,7 +279,7 @@ pub fn is_navigation(method: &str, h: &HeaderMap) -> bool {
     if header_str(h, X_REQUESTED_WITH).is_some() {
         return false;
     }
-    match header_str(h, ACCEPT.as_str()) {
+    match header_str(h, ACCEPT) {
         None => true,
         Some(a) => ["text/html", "*/*", "application/xhtml"]
             .iter()

@@ -143,36 +143,46 @@ pub fn add_cookies(r: &mut Response<Body>, cookies: Vec<HeaderValue>) {
     }
 }
 
-/// Writes the identity headers authentik sends for an authenticated user, every one present
-/// even when empty. `User-Agent` echoes the request's, as authentik does.
+/// The identity headers authentik sends for an authenticated user of `app`, every one present
+/// even when empty, plus the user's extras. Built once per session and app (see
+/// [`crate::memo`]); [`allow`] adds the per-request part.
 pub fn identity_headers(
-    h: &mut HeaderMap,
     app: &Application,
     session: &Session,
     outpost_name: &str,
     send_jwt: bool,
-    user_agent: Option<&HeaderValue>,
-) {
+) -> HeaderMap {
+    let mut h = HeaderMap::with_capacity(16);
     let id = &session.identity;
-    set_text(h, AK_USERNAME, &id.username);
-    set_text(h, AK_GROUPS, &id.groups.join("|"));
-    set_text(h, AK_ENTITLEMENTS, &id.entitlements.join("|"));
-    set_text(h, AK_EMAIL, &id.email);
-    set_text(h, AK_NAME, &id.name);
-    set_text(h, AK_UID, &id.sub);
-    set_text(h, AK_JWT, if send_jwt { session.jwt() } else { "" });
+    set_text(&mut h, AK_USERNAME, &id.username);
+    set_text(&mut h, AK_GROUPS, &id.groups.join("|"));
+    set_text(&mut h, AK_ENTITLEMENTS, &id.entitlements.join("|"));
+    set_text(&mut h, AK_EMAIL, &id.email);
+    set_text(&mut h, AK_NAME, &id.name);
+    set_text(&mut h, AK_UID, &id.sub);
+    set_text(&mut h, AK_JWT, if send_jwt { session.jwt() } else { "" });
     h.insert(AK_META_JWKS, app.oidc.jwks_header());
-    set_text(h, AK_META_OUTPOST, outpost_name);
-    set_text(h, AK_META_PROVIDER, &app.provider_name);
-    set_text(h, AK_META_APP, &app.app_slug);
+    set_text(&mut h, AK_META_OUTPOST, outpost_name);
+    set_text(&mut h, AK_META_PROVIDER, &app.provider_name);
+    set_text(&mut h, AK_META_APP, &app.app_slug);
     h.insert(AK_META_VERSION, HeaderValue::from_static(META_VERSION));
+    crate::extras::extra_headers(&mut h, app, &session.identity);
+    h
+}
+
+/// `200` for an authenticated user: the identity headers, and `User-Agent` echoing the
+/// request's, as authentik does.
+pub fn allow(identity: &HeaderMap, user_agent: Option<&HeaderValue>) -> Response<Body> {
+    let mut r = empty(StatusCode::OK);
+    let h = r.headers_mut();
+    *h = identity.clone();
     h.insert(
         USER_AGENT,
         user_agent
             .cloned()
             .unwrap_or_else(|| HeaderValue::from_static("")),
     );
-    crate::extras::extra_headers(h, app, &session.identity);
+    r
 }
 
 /// Escapes text for HTML element content and attribute values.

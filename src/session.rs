@@ -2,6 +2,8 @@
 //! replica with the same secret reads the same session. A session too large for one cookie is
 //! split into numbered cookies (`name`, `name_1`, `name_2`, …).
 
+use std::borrow::Cow;
+
 use cookie::{Cookie, SameSite, time::Duration as CookieDuration};
 use http::header::{COOKIE, HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
@@ -236,13 +238,14 @@ pub enum CookieState {
 }
 
 /// Session cookies of one request: the joined value and how many chunk cookies were sent.
-pub struct SessionCookies {
-    pub value: Option<String>,
+pub struct SessionCookies<'a> {
+    /// Borrowed from the header when the session fits in one cookie.
+    pub value: Option<Cow<'a, str>>,
     pub chunks_sent: usize,
 }
 
 /// Collects `name`, `name_1`, `name_2`, … from every `Cookie` header.
-pub fn read_session_cookies(headers: &HeaderMap, name: &str) -> SessionCookies {
+pub fn read_session_cookies<'a>(headers: &'a HeaderMap, name: &str) -> SessionCookies<'a> {
     let mut parts: [Option<&str>; MAX_CHUNKS] = [None; MAX_CHUNKS];
     let mut sent = 0;
     for h in headers.get_all(COOKIE) {
@@ -267,15 +270,18 @@ pub fn read_session_cookies(headers: &HeaderMap, name: &str) -> SessionCookies {
             }
         }
     }
-    let value = parts[0].map(|first| {
-        let mut s = first.to_string();
-        for p in parts.iter().skip(1) {
-            match p {
-                Some(p) => s.push_str(p),
-                None => break,
+    let value = parts[0].map(|first| match parts[1] {
+        None => Cow::Borrowed(first),
+        Some(_) => {
+            let mut s = first.to_string();
+            for p in parts.iter().skip(1) {
+                match p {
+                    Some(p) => s.push_str(p),
+                    None => break,
+                }
             }
+            Cow::Owned(s)
         }
-        s
     });
     SessionCookies {
         value,
@@ -299,7 +305,7 @@ pub fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// Opens the session from a request, checking version and expiry.
-pub fn open_session(app: &Application, cookies: &SessionCookies, now: i64) -> CookieState {
+pub fn open_session(app: &Application, cookies: &SessionCookies<'_>, now: i64) -> CookieState {
     let Some(value) = cookies.value.as_deref() else {
         return CookieState::Absent;
     };
@@ -410,10 +416,12 @@ mod tests {
         let c = read_session_cookies(&h, "n");
         assert_eq!(c.value.as_deref(), Some("abc"));
         assert_eq!(c.chunks_sent, 3);
-        let c = read_session_cookies(&headers(&["n_1=b"]), "n");
+        let h = headers(&["n_1=b"]);
+        let c = read_session_cookies(&h, "n");
         assert_eq!(c.value, None);
         assert_eq!(c.chunks_sent, 2);
-        let c = read_session_cookies(&headers(&["n=a; n_2=c"]), "n");
+        let h = headers(&["n=a; n_2=c"]);
+        let c = read_session_cookies(&h, "n");
         assert_eq!(c.value.as_deref(), Some("a"), "a gap ends the value");
     }
 

@@ -17,6 +17,7 @@ use url::Url;
 
 use crate::app::{AppExtras, AppSet, AppSpec, Application, Mode, cookie_name};
 use crate::config::{ClientAuth, ConfigError, DEFAULT_TRUSTED_PROXIES, parse_cidr};
+use crate::memo::SessionMemo;
 use crate::oidc::{ClientSettings, Discovery, OidcClient};
 use crate::outpost::{Outpost, Runtime, Settings};
 use crate::seal::Sealer;
@@ -237,6 +238,7 @@ impl AuthentikEnv {
             apps: AppSet::new(Vec::new()),
             settings: self.settings(""),
             loaded: false,
+            memo: SessionMemo::new(),
         }
     }
 }
@@ -449,6 +451,7 @@ pub async fn build_runtime(
         apps: AppSet::new(apps),
         settings: env.settings(&outpost.name),
         loaded: true,
+        memo: SessionMemo::new(),
     }
 }
 
