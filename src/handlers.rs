@@ -40,6 +40,26 @@ struct Ctx<'a> {
     outpost: &'a Outpost,
     rt: &'a Runtime,
     trusted: bool,
+    /// Whether the request line will be logged (so [`LogInfo`] is worth building).
+    log: bool,
+}
+
+impl Ctx<'_> {
+    /// [`with_log`] when the request line will be logged; forward-auth checks skip the
+    /// allocation otherwise.
+    fn logged(
+        &self,
+        r: Response<Body>,
+        app: &str,
+        outcome: &'static str,
+        user: &str,
+    ) -> Response<Body> {
+        if self.log {
+            with_log(r, app, outcome, user)
+        } else {
+            r
+        }
+    }
 }
 
 /// Answers one request on the HTTP listener.
@@ -82,6 +102,8 @@ pub async fn handle(outpost: &Outpost, parts: Parts, peer: SocketAddr) -> Respon
         outpost,
         rt: &rt,
         trusted,
+        log: rt.settings.log_requests
+            || tracing::enabled!(target: "ak_outpost::server", tracing::Level::DEBUG),
     };
     let query = parts.uri.query().unwrap_or_default();
     // Like authentik, a callback or sign-out signature in the query wins over the path, except
@@ -201,7 +223,7 @@ async fn auth(
                     session_set_cookies(app, session, now, cookies.chunks_sent),
                 );
             }
-            return with_log(r, name, "allow", &session.identity.username);
+            return ctx.logged(r, name, "allow", &session.identity.username);
         }
         (Decision::Allow, _) => respond::unauthorized(),
         (Decision::Anonymous, _) => respond::empty(StatusCode::OK),
@@ -227,7 +249,7 @@ async fn auth(
                     "You are signed in as {user}, but your account is not allowed to use {name}."
                 ),
             );
-            return with_log(r, name, "forbidden", &user);
+            return ctx.logged(r, name, "forbidden", &user);
         }
         (Decision::Forbidden, _) => respond::unauthorized(),
         (Decision::Unavailable, _) => respond::unavailable(
@@ -255,7 +277,7 @@ async fn auth(
         Decision::Unavailable => "unavailable",
         Decision::Misconfigured => "misconfigured",
     };
-    with_log(resp, name, outcome, "")
+    ctx.logged(resp, name, outcome, "")
 }
 
 /// Finds the request's session: the cookie first, then (if the app accepts them) an
