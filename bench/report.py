@@ -24,6 +24,7 @@ CONC = [1, 16, 64]
 
 LABELS = {
     "a_floor": "(a) floor: minimal hyper server, 5 headers",
+    "a2_floor_same_response": "(a′) floor answering (b)'s exact response headers",
     "b_cookie_cached": "(b) /auth/nginx, valid cookie, introspection cached",
     "c_no_cookie": "(c) /auth/nginx, no cookie (401)",
     "d_bearer_hit": "(d) Bearer header, cache hit",
@@ -44,6 +45,7 @@ BASELINE = {
 }
 COLORS = {
     "a_floor": "#444444",
+    "a2_floor_same_response": "#777777",
     "b_cookie_cached": "#1f77b4",
     "c_no_cookie": "#2ca02c",
     "d_bearer_hit": "#9467bd",
@@ -53,7 +55,7 @@ COLORS = {
     "f_nginx_nokeepalive_floor": "#b5b5b5",
     "f_nginx_nokeepalive_outpost": "#e377c2",
 }
-DASHED = {"a_floor", "f_nginx_keepalive_floor", "f_nginx_nokeepalive_floor"}
+DASHED = {"a_floor", "a2_floor_same_response", "f_nginx_keepalive_floor", "f_nginx_nokeepalive_floor"}
 
 
 def cmd_row(path, target, setup, conc, duration, line, ticks="0", hz="100"):
@@ -194,6 +196,12 @@ def verdicts(runs, mem):
     if r is not None:
         out.append(("(b) ≥ 0.85× floor req/s at c=64", f"{r:.2f}×", r >= 0.85))
         out.append(("(b) p99 ≤ 1 ms at c=64", f"{p:.2f} ms", p <= 1.0))
+        fp = p99("a_floor", 64)
+        if fp is not None:
+            out.append(("(b) p99 at c=64 against the floor's p99 (no target)", f"{p / fp:.2f}× ({fp:.2f} ms)", None))
+        if rps("a2_floor_same_response", 64):
+            r2 = rps("b_cookie_cached", 64) / rps("a2_floor_same_response", 64)
+            out.append(("(b) against (a′), a floor sending the same response bytes, c=64 (no target)", f"{r2:.2f}×", None))
     for t, name in [("f_nginx_keepalive_outpost", "keepalive"), ("f_nginx_nokeepalive_outpost", "no keepalive")]:
         rs = [ratio(runs, t, c) for c in CONC]
         if all(x is not None for x in rs):

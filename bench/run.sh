@@ -9,6 +9,7 @@
 # requests/s and latency p50/p99 at concurrency 1, 16 and 64 with wrk (1 thread, pinned to
 # core 0; every server pinned to core 1) for:
 #   a  floor: minimal hyper server, 200 + five identity headers, no logic
+#   a' the same floor answering with the outpost's exact (b) response headers (informative)
 #   b  /auth/nginx with a valid session cookie, introspection cached
 #   c  /auth/nginx without a cookie (401)
 #   d  Bearer header auth, cache hit
@@ -103,12 +104,18 @@ done
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
 # --- 2. build -------------------------------------------------------------------------------
-log "building release binaries"
-(cd "$ROOT" && cargo build --release --quiet --bin ak-outpost)
-(cd "$BENCH" && cargo build --release --quiet --target-dir "$ROOT/target")
-OUTPOST_BIN="$ROOT/target/release/ak-outpost"
-FLOOR_BIN="$ROOT/target/release/floor"
-TOOL="$ROOT/target/release/bench-tool"
+# The outpost is built as the Dockerfile builds it (static glibc, `--target <host>`; the same
+# target dir as the packaging test), so what is measured is what ships; the floor the same way.
+log "building release binaries (static, as shipped)"
+TRIPLE="$(rustc -vV | sed -n 's/^host: //p')"
+STATIC_FLAGS="-C target-feature=+crt-static"
+(cd "$ROOT" && RUSTFLAGS="$STATIC_FLAGS" cargo build --release --quiet --locked --bin ak-outpost \
+  --target "$TRIPLE" --target-dir "$ROOT/target/packaging")
+(cd "$BENCH" && RUSTFLAGS="$STATIC_FLAGS" cargo build --release --quiet --target "$TRIPLE" \
+  --target-dir "$ROOT/target/packaging")
+OUTPOST_BIN="$ROOT/target/packaging/$TRIPLE/release/ak-outpost"
+FLOOR_BIN="$ROOT/target/packaging/$TRIPLE/release/floor"
+TOOL="$ROOT/target/packaging/$TRIPLE/release/bench-tool"
 
 mkdir -p "$OUT"
 RUNS_CSV="$OUT/runs.csv"
@@ -263,6 +270,22 @@ direct() { # target url status [headers]
 }
 
 direct a_floor "$FL" 200 "${H_COMMON[@]}" -H "Cookie: $COOKIE"
+# (a'): a second floor that answers with the outpost's exact (b) response headers, to tell the
+# cost of the response's size (13 headers, the JWT) from the cost of the outpost's logic.
+curl -s -o /dev/null -D "$WORK/b-response.txt" -H "Host: $APP_HOST" -H "X-Original-URL: $ORIGINAL" \
+  -H "User-Agent: wrk" -H "Accept: text/html" -H "Cookie: $COOKIE" "$OP"
+head -1 "$WORK/b-response.txt" | grep -q ' 200' || die "(b) check did not answer 200: $(head -1 "$WORK/b-response.txt")"
+FLOOR2_PORT="$(free_port)"
+taskset -c "$SERVER_CPU" "$FLOOR_BIN" "127.0.0.1:$FLOOR2_PORT" "$WORK/b-response.txt" >/dev/null 2>&1 &
+PIDS+=($!); FLOOR2_PID=$!
+wait_http "http://127.0.0.1:$FLOOR2_PORT/" 200
+CPU_PIDS=("$FLOOR2_PID")
+check_and_warm a2_floor_same_response "http://127.0.0.1:$FLOOR2_PORT$AUTH_PATH" 200 "${H_COMMON[@]}" -H "Cookie: $COOKIE"
+for c in "${CONCURRENCY[@]}"; do
+  log "a2_floor_same_response c=$c"
+  run_wrk a2_floor_same_response direct "$c" "$DURATION" "http://127.0.0.1:$FLOOR2_PORT$AUTH_PATH" "${H_COMMON[@]}" -H "Cookie: $COOKIE"
+done
+stop_pid "$FLOOR2_PID"
 direct b_cookie_cached "$OP" 200 "${H_COMMON[@]}" -H "Cookie: $COOKIE"
 direct c_no_cookie "$OP" 401 "${H_COMMON[@]}"
 direct d_bearer_hit "$OP" 200 "${H_COMMON[@]}" -H "Authorization: Bearer $ACCESS"

@@ -223,7 +223,7 @@ fn benches(c: &mut Criterion) {
     let check = SessionCheck::Valid {
         session: Arc::new(s.clone()),
         renewed: false,
-        headers: None,
+        prepared: None,
     };
     g.bench_function("decide/decide", |b| {
         b.iter(|| decide(black_box(&req), black_box(&check), &app.spec, now))
@@ -246,6 +246,7 @@ fn benches(c: &mut Criterion) {
         },
         loaded: true,
         memo: SessionMemo::new(),
+        header_memo: SessionMemo::new(),
     });
     let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
     let no_cookie = auth_request(None);

@@ -3,10 +3,9 @@
 
 use std::sync::Arc;
 
-use http::HeaderMap;
-
 use crate::app::AppSpec;
 use crate::request::{AuthRequest, ForwardError};
+use crate::respond::Prepared;
 use crate::session::Session;
 
 /// What the session check (unseal, renew, introspect) found.
@@ -18,11 +17,11 @@ pub enum SessionCheck {
     /// cookie should be cleared.
     Invalid,
     /// A live session; `renewed` means its tokens changed and the cookie must be rewritten.
-    /// `headers` are its identity headers when already built (see [`crate::memo`]).
+    /// `prepared` is what its response carries, when already built (see [`crate::memo`]).
     Valid {
         session: Arc<Session>,
         renewed: bool,
-        headers: Option<Arc<HeaderMap>>,
+        prepared: Option<Arc<Prepared>>,
     },
     /// The provider cannot be reached to verify the session.
     Unverifiable,
@@ -117,7 +116,7 @@ mod tests {
                 expires_at,
             }),
             renewed: false,
-            headers: None,
+            prepared: None,
         }
     }
 

@@ -199,29 +199,29 @@ async fn auth(
             SessionCheck::Valid {
                 session,
                 renewed,
-                headers,
+                prepared,
             },
         ) => {
             let built;
-            let identity = match headers {
-                Some(h) => h.as_ref(),
+            let prepared = match prepared {
+                Some(p) => p.as_ref(),
                 None => {
-                    built = respond::identity_headers(
-                        app,
-                        session,
-                        &ctx.rt.settings.outpost_name,
-                        ctx.rt.settings.send_jwt_header,
-                    );
+                    built = prepare(ctx.rt, app, session, None);
                     &built
                 }
             };
-            let mut r = respond::allow(identity, parts.headers.get(USER_AGENT));
+            let mut r = respond::allow(&prepared.headers, parts.headers.get(USER_AGENT));
             if *renewed {
                 // The session cookie must be the first Set-Cookie: nginx copies only that one.
-                respond::add_cookies(
-                    &mut r,
-                    session_set_cookies(app, session, now, cookies.chunks_sent),
-                );
+                let stored = &prepared.set_cookies;
+                if !stored.is_empty() && cookies.chunks_sent <= stored.len() {
+                    respond::add_cookies(&mut r, stored.iter().cloned());
+                } else {
+                    respond::add_cookies(
+                        &mut r,
+                        session_set_cookies(app, session, now, cookies.chunks_sent),
+                    );
+                }
             }
             return ctx.logged(r, name, "allow", &session.identity.username);
         }
@@ -309,19 +309,40 @@ async fn check_session(
             {
                 return from_cookie;
             }
+            // The same header as before, answered by the same cached upstream check: reuse
+            // the session, headers and cookie built then.
+            if let Some(hit) = ctx.rt.header_memo.get(app, authz)
+                && hit.source.as_ref().is_some_and(|s| Arc::ptr_eq(s, &h))
+            {
+                return SessionCheck::Valid {
+                    session: Arc::clone(&hit.session),
+                    renewed: true,
+                    prepared: Some(Arc::clone(&hit.prepared)),
+                };
+            }
+            let session = Arc::new(Session {
+                version: 1,
+                identity: h.identity.clone(),
+                access_token: h.token.clone(),
+                access_expires_at: h.expires_at,
+                access_issued_at: now,
+                refresh_token: None,
+                id_token: None,
+                expires_at: h.expires_at,
+            });
+            let prepared = Arc::new(prepare(ctx.rt, app, &session, Some(now)));
+            ctx.rt.header_memo.put(
+                app,
+                authz,
+                Some(h),
+                Arc::clone(&session),
+                token_key(&session.access_token),
+                Arc::clone(&prepared),
+            );
             SessionCheck::Valid {
-                session: Arc::new(Session {
-                    version: 1,
-                    identity: h.identity,
-                    access_token: h.token,
-                    access_expires_at: h.expires_at,
-                    access_issued_at: now,
-                    refresh_token: None,
-                    id_token: None,
-                    expires_at: h.expires_at,
-                }),
+                session,
                 renewed: true,
-                headers: None,
+                prepared: Some(prepared),
             }
         }
         Ok(None) => from_cookie,
@@ -332,6 +353,27 @@ async fn check_session(
                 other => other,
             }
         }
+    }
+}
+
+/// The response parts for `session`: its identity headers and, with `store_at` (the time
+/// now), the cookie that stores it.
+fn prepare(
+    rt: &Runtime,
+    app: &Application,
+    session: &Session,
+    store_at: Option<i64>,
+) -> respond::Prepared {
+    respond::Prepared {
+        headers: respond::identity_headers(
+            app,
+            session,
+            &rt.settings.outpost_name,
+            rt.settings.send_jwt_header,
+        ),
+        set_cookies: store_at
+            .map(|now| session_set_cookies(app, session, now, 0))
+            .unwrap_or_default(),
     }
 }
 
@@ -366,7 +408,7 @@ async fn cookie_session(
                 Ok(true) => SessionCheck::Valid {
                     session: Arc::clone(&hit.session),
                     renewed: false,
-                    headers: Some(Arc::clone(&hit.headers)),
+                    prepared: Some(Arc::clone(&hit.prepared)),
                 },
                 Ok(false) => SessionCheck::Invalid,
                 Err(e) => {
@@ -404,7 +446,7 @@ async fn cookie_session(
                     return SessionCheck::Valid {
                         session: Arc::new(*session),
                         renewed: true,
-                        headers: None,
+                        prepared: None,
                     };
                 }
                 Ok(RefreshOutcome::Rejected) => return SessionCheck::Invalid,
@@ -427,23 +469,22 @@ async fn cookie_session(
     {
         Ok(true) => {
             let session = Arc::new(*session);
-            let settings = &ctx.rt.settings;
-            let headers = Arc::new(respond::identity_headers(
-                app,
-                &session,
-                &settings.outpost_name,
-                settings.send_jwt_header,
-            ));
+            let prepared = Arc::new(prepare(ctx.rt, app, &session, None));
             // Only a session that needs nothing but the token check is remembered.
             if !session.needs_renewal(now) {
-                ctx.rt
-                    .memo
-                    .put(app, value, Arc::clone(&session), key, Arc::clone(&headers));
+                ctx.rt.memo.put(
+                    app,
+                    value,
+                    None,
+                    Arc::clone(&session),
+                    key,
+                    Arc::clone(&prepared),
+                );
             }
             SessionCheck::Valid {
                 session,
                 renewed: false,
-                headers: Some(headers),
+                prepared: Some(prepared),
             }
         }
         Ok(false) => SessionCheck::Invalid,
@@ -507,9 +548,7 @@ fn start_login(
             let mut r = respond::redirect(url.as_str());
             respond::add_cookies(
                 &mut r,
-                cookie_header(app, &binding_name, &binding, Some(BINDING_TTL_SECS))
-                    .into_iter()
-                    .collect(),
+                cookie_header(app, &binding_name, &binding, Some(BINDING_TTL_SECS)),
             );
             r
         }
@@ -755,9 +794,7 @@ async fn sign_out(app: &Application, headers: &HeaderMap) -> Response<Body> {
     respond::add_cookies(&mut r, clear_session_cookies(app, cookies.chunks_sent));
     respond::add_cookies(
         &mut r,
-        cookie_header(app, &binding_cookie_name(&app.cookie_name), "", Some(0))
-            .into_iter()
-            .collect(),
+        cookie_header(app, &binding_cookie_name(&app.cookie_name), "", Some(0)),
     );
     with_log(r, &app.spec.name, "sign_out", &user)
 }

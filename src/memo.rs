@@ -1,15 +1,18 @@
-//! The opened-session memo: a small, bounded table from a session cookie's exact value to what
-//! opening it produced (the session, its token's cache key, the identity headers). A browser
-//! sends the same cookie on every request, so the hot path skips base64, AES-GCM, JSON and
-//! header building after the first check.
+//! Memos of opened sessions: small, bounded tables from what a request authenticates with
+//! (a session cookie's exact value, or an `Authorization` header) to what checking it
+//! produced the first time: the session, its token's cache key, and the response parts
+//! (identity headers, and for header authentication the cookie that stores the session). A
+//! client sends the same value on every request, so the hot path skips base64, AES-GCM, JSON
+//! and header building after the first check.
 //!
-//! It is an accelerator, not a store: an entry is made only after the cookie was unsealed and
-//! its token found live, a hit needs the whole cookie value to match byte for byte, and every
+//! A memo is an accelerator, not a store: an entry is made only after the value was opened
+//! and its token found live, a hit needs the whole value to match byte for byte, and every
 //! hit still goes through the session's expiry, the ended-session list and the (cached)
-//! token check. Entries belong to one [`Application`] (by identity), and the table lives in
-//! the [`Runtime`](crate::outpost::Runtime), so a reload starts it empty.
+//! token check; a header entry is used only while the cached upstream answer it was built
+//! from is the current one. Entries belong to one [`Application`] (by identity), and the
+//! tables live in the [`Runtime`](crate::outpost::Runtime), so a reload starts them empty.
 //!
-//! Direct-mapped: a slot per hash of the value's tail (the GCM tag, which is random per
+//! Direct-mapped: a slot per hash of the value's tail (for a cookie, the GCM tag, random per
 //! cookie), replaced on collision. Memory is bounded by the slot count times the entry size
 //! limit.
 
@@ -17,33 +20,35 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
-use http::HeaderMap;
 
 use crate::app::Application;
+use crate::oidc::HeaderIdentity;
+use crate::respond::Prepared;
 use crate::session::Session;
 
-/// Slots in the table (a power of two).
+/// Slots in a table (a power of two).
 pub const SLOTS: usize = 2048;
-/// Cookies longer than this are not remembered (bounds memory: ~3 entries' worth of text
-/// each, so the full table stays within a few MiB).
-pub const MAX_COOKIE_LEN: usize = 4096;
-/// Bytes of the cookie's end that pick the slot.
+/// Values longer than this are not remembered (bounds memory: with the session and the
+/// response parts an entry stays within a few KiB, so a full table within a few MiB).
+pub const MAX_VALUE_LEN: usize = 4096;
+/// Bytes of the value's end that pick the slot.
 const TAIL: usize = 24;
 
-/// What opening one cookie produced.
+/// What checking one value produced.
 pub struct Opened {
     /// The app whose key opened it.
     app: Arc<Application>,
-    /// The exact cookie value.
-    cookie: Box<str>,
+    /// The exact value.
+    value: Box<str>,
+    /// For header authentication: the cached upstream answer this entry was built from.
+    pub source: Option<Arc<HeaderIdentity>>,
     pub session: Arc<Session>,
     /// `oidc::token_key` of the session's access token.
     pub token_key: [u8; 32],
-    /// The identity headers for this session and app (without the per-request `User-Agent`).
-    pub headers: Arc<HeaderMap>,
+    pub prepared: Arc<Prepared>,
 }
 
-/// The table.
+/// One table.
 pub struct SessionMemo {
     slots: Box<[ArcSwapOption<Opened>]>,
     hasher: std::collections::hash_map::RandomState,
@@ -63,42 +68,44 @@ impl SessionMemo {
         }
     }
 
-    fn slot(&self, cookie: &str) -> &ArcSwapOption<Opened> {
-        let b = cookie.as_bytes();
+    fn slot(&self, value: &str) -> &ArcSwapOption<Opened> {
+        let b = value.as_bytes();
         let tail = &b[b.len().saturating_sub(TAIL)..];
         let i = self.hasher.hash_one(tail) as usize & (SLOTS - 1);
         &self.slots[i]
     }
 
-    /// The entry for exactly this cookie value of this app, if remembered.
-    pub fn get(&self, app: &Arc<Application>, cookie: &str) -> Option<Arc<Opened>> {
-        let guard = self.slot(cookie).load();
+    /// The entry for exactly this value of this app, if remembered.
+    pub fn get(&self, app: &Arc<Application>, value: &str) -> Option<Arc<Opened>> {
+        let guard = self.slot(value).load();
         let e = guard.as_ref()?;
-        (Arc::ptr_eq(&e.app, app) && *e.cookie == *cookie).then(|| Arc::clone(e))
+        (Arc::ptr_eq(&e.app, app) && *e.value == *value).then(|| Arc::clone(e))
     }
 
-    /// Remembers what `cookie` opened to, replacing whatever shared its slot.
+    /// Remembers what `value` opened to, replacing whatever shared its slot.
     pub fn put(
         &self,
         app: &Arc<Application>,
-        cookie: &str,
+        value: &str,
+        source: Option<Arc<HeaderIdentity>>,
         session: Arc<Session>,
         token_key: [u8; 32],
-        headers: Arc<HeaderMap>,
+        prepared: Arc<Prepared>,
     ) {
-        if cookie.is_empty() || cookie.len() > MAX_COOKIE_LEN {
+        if value.is_empty() || value.len() > MAX_VALUE_LEN {
             return;
         }
-        self.slot(cookie).store(Some(Arc::new(Opened {
+        self.slot(value).store(Some(Arc::new(Opened {
             app: Arc::clone(app),
-            cookie: cookie.into(),
+            value: value.into(),
+            source,
             session,
             token_key,
-            headers,
+            prepared,
         })));
     }
 
-    /// Number of remembered cookies (for tests and benchmarks).
+    /// Number of remembered values (for tests and benchmarks).
     pub fn len(&self) -> usize {
         self.slots.iter().filter(|s| s.load().is_some()).count()
     }
@@ -132,7 +139,7 @@ mod tests {
     }
 
     fn put(m: &SessionMemo, a: &Arc<Application>, cookie: &str, sub: &str) {
-        m.put(a, cookie, session(sub), [0; 32], Arc::new(HeaderMap::new()));
+        m.put(a, cookie, None, session(sub), [0; 32], Arc::default());
     }
 
     #[test]
@@ -171,7 +178,7 @@ mod tests {
         // Empty and oversized values are never remembered.
         put(&m, &a, "", "u");
         assert!(m.get(&a, "").is_none());
-        let huge = "z".repeat(MAX_COOKIE_LEN + 1);
+        let huge = "z".repeat(MAX_VALUE_LEN + 1);
         put(&m, &a, &huge, "u");
         assert!(m.get(&a, &huge).is_none());
     }

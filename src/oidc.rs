@@ -189,7 +189,7 @@ pub struct HeaderIdentity {
 
 #[derive(Clone)]
 struct CachedHeader {
-    found: Option<HeaderIdentity>,
+    found: Option<Arc<HeaderIdentity>>,
     ttl: Duration,
 }
 
@@ -815,7 +815,7 @@ impl OidcClient {
         &self,
         header: &str,
         allow_basic: bool,
-    ) -> Result<Option<HeaderIdentity>, Arc<OidcError>> {
+    ) -> Result<Option<Arc<HeaderIdentity>>, Arc<OidcError>> {
         let key = token_key(header);
         let ttl = self.settings.cache_ttl;
         let entry = self
@@ -826,7 +826,10 @@ impl OidcClient {
                     .acquire()
                     .await
                     .map_err(|_| OidcError::NotReady("shutting down".into()))?;
-                let found = self.header_auth_upstream(header, allow_basic).await?;
+                let found = self
+                    .header_auth_upstream(header, allow_basic)
+                    .await?
+                    .map(Arc::new);
                 let ttl = match &found {
                     Some(h) => ttl.min(Duration::from_secs(
                         (h.expires_at - unix_now()).max(1) as u64

@@ -51,6 +51,8 @@ pub struct Runtime {
     pub loaded: bool,
     /// Opened session cookies of this configuration (see [`crate::memo`]).
     pub memo: SessionMemo,
+    /// Authenticated `Authorization` headers of this configuration.
+    pub header_memo: SessionMemo,
 }
 
 /// Everything the request handlers share.
@@ -165,6 +167,7 @@ impl Runtime {
         Runtime {
             loaded: true,
             memo: SessionMemo::new(),
+            header_memo: SessionMemo::new(),
             apps: AppSet::new(apps),
             settings: Settings {
                 outpost_name: cfg.outpost_name.clone(),

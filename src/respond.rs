@@ -137,7 +137,7 @@ pub fn unavailable(reason: &str) -> Response<Body> {
 }
 
 /// Appends `Set-Cookie` values.
-pub fn add_cookies(r: &mut Response<Body>, cookies: Vec<HeaderValue>) {
+pub fn add_cookies(r: &mut Response<Body>, cookies: impl IntoIterator<Item = HeaderValue>) {
     for c in cookies {
         r.headers_mut().append(SET_COOKIE, c);
     }
@@ -168,6 +168,16 @@ pub fn identity_headers(
     h.insert(AK_META_VERSION, HeaderValue::from_static(META_VERSION));
     crate::extras::extra_headers(&mut h, app, &session.identity);
     h
+}
+
+/// What a `200` for one session carries besides the per-request `User-Agent`, built once
+/// and shared while the session is remembered (see [`crate::memo`]).
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// [`identity_headers`].
+    pub headers: HeaderMap,
+    /// `Set-Cookie` values that store the session (header authentication), if any.
+    pub set_cookies: Vec<HeaderValue>,
 }
 
 /// `200` for an authenticated user: the identity headers, and `User-Agent` echoing the

@@ -6,7 +6,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ak_outpost::app::cookie_name;
 use ak_outpost::oidc::{random_token, unix_now};
@@ -278,6 +278,32 @@ async fn until_callback(b: &Browser, url: &str, user: &User) -> String {
         next = resolve(&p.url, &p.location().expect("location"));
     }
     panic!("never reached the callback from {url}");
+}
+
+/// Logs alice in through the browser; the session cookie's name and value.
+async fn alice_session(s: &Stack) -> (String, String) {
+    let landing = s.login("/", &alice()).await;
+    assert!(reached_app(&landing), "login failed: {landing:?}");
+    let name = session_cookie_name();
+    let valid = cookie_value(&s.browser, &s.app_url("/"), &name).expect("session cookie");
+    (name, valid)
+}
+
+/// A forward-auth check of the app's `/private`, sent straight to the outpost with one
+/// credential header (`Cookie` or `Authorization`).
+async fn check_private(s: &Stack, header: &str, value: &str) -> Raw {
+    let host = format!("{APP_HOST}:{}", s.nginx.port);
+    let private = s.app_url("/private");
+    direct(
+        s.outpost.addr,
+        "/outpost.goauthentik.io/auth/nginx",
+        &[
+            ("Host", host.as_bytes()),
+            ("X-Original-URL", private.as_bytes()),
+            (header, value.as_bytes()),
+        ],
+    )
+    .await
 }
 
 /// The session in a sealed cookie value, opened with the test secret.
@@ -590,38 +616,101 @@ async fn start_rd_in_domain_mode_allows_only_hosts_under_the_cookie_domain() {
 // 2. Cookies
 // ---------------------------------------------------------------------------------------------
 
+/// The outpost remembers sessions it has opened (cookie values and Authorization headers,
+/// `src/memo.rs`), but a remembered one is still checked at the provider on every request:
+/// revoking the user's tokens ends both within the cache TTL, and a remembered value is never
+/// accepted for anything but its exact bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remembered_sessions_are_still_checked_every_time() {
+    let s = Stack::start(StackOptions {
+        cache_ttl: 1,
+        ..Default::default()
+    })
+    .await;
+    let (name, valid) = alice_session(&s).await;
+    let token = open_session(&valid).access_token;
+    let stack = &s;
+    let check = |header: &'static str, value: String| async move {
+        check_private(stack, header, &value).await
+    };
+    let cookie = format!("{name}={valid}");
+    let bearer = format!("Bearer {token}");
+    let mut stored = Vec::new();
+    for _ in 0..3 {
+        let r = check("Cookie", cookie.clone()).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.header("x-authentik-uid"), Some("alice"));
+        let r = check("Authorization", bearer.clone()).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.header("x-authentik-username"), Some("alice"));
+        let set = r
+            .header("set-cookie")
+            .expect("header auth stores a session")
+            .to_string();
+        let value = set
+            .split(';')
+            .next()
+            .and_then(|p| p.split_once('='))
+            .map(|(_, v)| v.to_string())
+            .expect("cookie value");
+        assert_eq!(open_session(&value).identity.sub, "alice");
+        stored.push(value);
+    }
+    // The cookie made for the header works as a session cookie of its own.
+    assert_eq!(
+        check("Cookie", format!("{name}={}", stored[2]))
+            .await
+            .status,
+        200
+    );
+    // Near misses of a remembered value: one character more, less, or changed.
+    for (label, v) in [
+        ("appended", format!("{cookie}A")),
+        ("truncated", cookie[..cookie.len() - 1].to_string()),
+        ("flipped", format!("{name}={}", flip_middle(&valid))),
+    ] {
+        assert_ne!(check("Cookie", v).await.status, 200, "{label}");
+    }
+    assert_ne!(
+        check("Authorization", format!("{bearer}A")).await.status,
+        200,
+        "a longer bearer token"
+    );
+
+    assert!(s.idp.revoke_user("alice").await > 0);
+    let revoked_at = Instant::now();
+    let (mut cookie_ended, mut bearer_ended) = (false, false);
+    while !(cookie_ended && bearer_ended) {
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(5),
+            "remembered session still allowed {:?} after revocation (TTL 1 s): cookie ended {cookie_ended}, bearer ended {bearer_ended}",
+            revoked_at.elapsed()
+        );
+        cookie_ended |= check("Cookie", cookie.clone()).await.status == 401;
+        bearer_ended |= check("Authorization", bearer.clone()).await.status == 401;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Once ended, they stay ended.
+    assert_eq!(check("Cookie", cookie).await.status, 401);
+    assert_eq!(check("Authorization", bearer).await.status, 401);
+}
+
 /// Broken or forged session cookies (CVE-2026-25748 class, authentik §5.6): each is "not
 /// logged in" (nginx redirects to login, the outpost answers 401 and expires the cookie),
 /// never 200 and never 500; the cookie alone is not trusted without the provider.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_session_cookies_mean_login_and_are_cleared() {
     let s = Stack::start(StackOptions::default()).await;
-    let landing = s.login("/", &alice()).await;
-    assert!(reached_app(&landing), "login failed: {landing:?}");
-    let name = session_cookie_name();
-    let valid = cookie_value(&s.browser, &s.app_url("/"), &name).expect("session cookie");
+    let (name, valid) = alice_session(&s).await;
     let session = open_session(&valid);
     let host = format!("{APP_HOST}:{}", s.nginx.port);
     let private = s.app_url("/private");
     let now = unix_now();
 
+    let stack = &s;
     let check = |value: String| {
-        let host = host.clone();
-        let private = private.clone();
-        let name = name.clone();
-        let addr = s.outpost.addr;
-        async move {
-            direct(
-                addr,
-                "/outpost.goauthentik.io/auth/nginx",
-                &[
-                    ("Host", host.as_bytes()),
-                    ("X-Original-URL", private.as_bytes()),
-                    ("Cookie", format!("{name}={value}").as_bytes()),
-                ],
-            )
-            .await
-        }
+        let cookie = format!("{name}={value}");
+        async move { check_private(stack, "Cookie", &cookie).await }
     };
 
     // Controls: the real cookie, and the same session resealed by the test, are accepted.
@@ -844,10 +933,7 @@ async fn direct_auth_checks_fail_closed() {
         ..Default::default()
     })
     .await;
-    let landing = s.login("/", &alice()).await;
-    assert!(reached_app(&landing), "login failed: {landing:?}");
-    let name = session_cookie_name();
-    let valid = cookie_value(&s.browser, &s.app_url("/"), &name).expect("session cookie");
+    let (name, valid) = alice_session(&s).await;
     let host = format!("{APP_HOST}:{}", s.nginx.port);
     let app = s.app_url("");
     let url = |p: &str| format!("{app}{p}");

@@ -239,6 +239,7 @@ impl AuthentikEnv {
             settings: self.settings(""),
             loaded: false,
             memo: SessionMemo::new(),
+            header_memo: SessionMemo::new(),
         }
     }
 }
@@ -452,6 +453,7 @@ pub async fn build_runtime(
         settings: env.settings(&outpost.name),
         loaded: true,
         memo: SessionMemo::new(),
+        header_memo: SessionMemo::new(),
     }
 }
 

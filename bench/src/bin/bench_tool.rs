@@ -44,7 +44,10 @@ impl Args {
         Ok(Args(m))
     }
     fn get(&self, k: &str) -> Res<String> {
-        self.0.get(k).cloned().ok_or_else(|| format!("missing --{k}"))
+        self.0
+            .get(k)
+            .cloned()
+            .ok_or_else(|| format!("missing --{k}"))
     }
     fn num(&self, k: &str, default: usize) -> Res<usize> {
         match self.0.get(k) {
@@ -114,7 +117,10 @@ async fn login(a: &Args) -> Res<Value> {
         let r = c.get(&next).send().await.map_err(|e| e.to_string())?;
         page_url = r.url().clone();
         if r.status().is_redirection() {
-            next = page_url.join(&location(&r)?).map_err(|e| e.to_string())?.to_string();
+            next = page_url
+                .join(&location(&r)?)
+                .map_err(|e| e.to_string())?
+                .to_string();
             continue;
         }
         body = r.text().await.map_err(|e| e.to_string())?;
@@ -140,7 +146,11 @@ async fn login(a: &Args) -> Res<Value> {
         if next.host_str() == Some(host.as_str()) {
             break;
         }
-        let r = c.get(next.clone()).send().await.map_err(|e| e.to_string())?;
+        let r = c
+            .get(next.clone())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
         next = next.join(&location(&r)?).map_err(|e| e.to_string())?;
     }
     if next.host_str() != Some(host.as_str()) {
@@ -203,7 +213,11 @@ fn form_action(html: &str) -> Option<String> {
     let rest = &html[i..];
     let a = rest.find("action=\"")? + "action=\"".len();
     let end = rest[a..].find('"')?;
-    Some(rest[a..a + end].replace("&amp;", "&").replace("&#x2F;", "/"))
+    Some(
+        rest[a..a + end]
+            .replace("&amp;", "&")
+            .replace("&#x2F;", "/"),
+    )
 }
 
 /// Mints `--count` access tokens: `--issuer URL --client-id --client-secret --refresh-token
@@ -218,18 +232,33 @@ async fn mint(a: &Args) -> Res<Value> {
         ("refresh_token", a.get("refresh-token")?),
         ("client_id", a.get("client-id")?),
         ("client_secret", a.get("client-secret")?),
-        ("scope", a.0.get("scope").cloned().unwrap_or_else(|| "profile email groups".into())),
+        (
+            "scope",
+            a.0.get("scope")
+                .cloned()
+                .unwrap_or_else(|| "profile email groups".into()),
+        ),
     ]);
     let c = client()?;
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..conc {
-        let (c, form, next, url) = (c.clone(), Arc::clone(&form), Arc::clone(&next), token_url.clone());
+        let (c, form, next, url) = (
+            c.clone(),
+            Arc::clone(&form),
+            Arc::clone(&next),
+            token_url.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < count {
-                let r = c.post(&url).form(&*form).send().await.map_err(|e| e.to_string())?;
+                let r = c
+                    .post(&url)
+                    .form(&*form)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let status = r.status();
                 let v: Value = r.json().await.map_err(|e| e.to_string())?;
                 match v["access_token"].as_str() {
@@ -262,7 +291,11 @@ async fn fill(a: &Args) -> Res<Value> {
     let name = cookie_name(&a.get("client-id")?);
     let sealer = Arc::new(Sealer::new(a.get("secret")?.as_bytes(), "session"));
     let text = std::fs::read_to_string(a.get("tokens")?).map_err(|e| e.to_string())?;
-    let mut tokens: Vec<String> = text.lines().filter(|l| !l.is_empty()).map(str::to_string).collect();
+    let mut tokens: Vec<String> = text
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
     tokens.truncate(a.num("count", tokens.len())?);
     let tokens = Arc::new(tokens);
     let conc = a.num("concurrency", 32)?.max(1);
@@ -278,8 +311,14 @@ async fn fill(a: &Args) -> Res<Value> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..conc {
-        let (c, tokens, next, sealer) = (c.clone(), Arc::clone(&tokens), Arc::clone(&next), Arc::clone(&sealer));
-        let (url, host, original, name) = (url.clone(), host.clone(), original.clone(), name.clone());
+        let (c, tokens, next, sealer) = (
+            c.clone(),
+            Arc::clone(&tokens),
+            Arc::clone(&next),
+            Arc::clone(&sealer),
+        );
+        let (url, host, original, name) =
+            (url.clone(), host.clone(), original.clone(), name.clone());
         tasks.push(tokio::spawn(async move {
             let mut counts: BTreeMap<u16, u64> = BTreeMap::new();
             loop {
@@ -302,7 +341,8 @@ async fn fill(a: &Args) -> Res<Value> {
                     id_token: None,
                     expires_at: now + 3000,
                 };
-                let sealed = sealer.seal(name.as_bytes(), &serde_json::to_vec(&s).unwrap_or_default());
+                let sealed =
+                    sealer.seal(name.as_bytes(), &serde_json::to_vec(&s).unwrap_or_default());
                 let status = match c
                     .get(&url)
                     .header(HOST, &host)
@@ -326,7 +366,10 @@ async fn fill(a: &Args) -> Res<Value> {
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    let counts: BTreeMap<String, u64> = counts.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let counts: BTreeMap<String, u64> = counts
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
     Ok(json!({"requests": tokens.len(), "status": counts, "seconds": secs}))
 }
 
@@ -381,9 +424,10 @@ fn ping(addr: SocketAddr) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    if s
-        .write_all(b"GET /outpost.goauthentik.io/ping HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-        .is_err()
+    if s.write_all(
+        b"GET /outpost.goauthentik.io/ping HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n",
+    )
+    .is_err()
     {
         return false;
     }

@@ -7,21 +7,34 @@
 //!
 //! Also used as the "app" behind nginx in the full-request benchmarks.
 //!
-//! Usage: `floor <listen addr>` (e.g. `127.0.0.1:9101`); prints `FLOOR_READY <addr>` once
-//! listening.
+//! Usage: `floor <listen addr> [<headers file>]` (e.g. `127.0.0.1:9101`); prints
+//! `FLOOR_READY <addr>` once listening. With a headers file (`Name: value` lines, as `curl -D`
+//! writes them; the status line and framing headers are skipped) it answers with exactly those
+//! headers instead: the same response bytes as the outpost, still without any logic.
 
 use std::convert::Infallible;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
+use hyper::header::{
+    CONNECTION, CONTENT_LENGTH, DATE, HeaderMap, HeaderName, HeaderValue, TRANSFER_ENCODING,
+};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 
+/// The answer's headers when a headers file was given.
+static FIXED: OnceLock<HeaderMap> = OnceLock::new();
+
 async fn answer(_req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let mut r = Response::new(Full::new(Bytes::new()));
+    if let Some(fixed) = FIXED.get() {
+        *r.headers_mut() = fixed.clone();
+        return Ok(r);
+    }
     let h = r.headers_mut();
     h.insert("x-authentik-username", "alice".parse().unwrap());
     h.insert("x-authentik-groups", "admins|users".parse().unwrap());
@@ -35,6 +48,21 @@ fn main() {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9101".to_string());
+    if let Some(path) = std::env::args().nth(2) {
+        let text = std::fs::read_to_string(&path).expect("headers file");
+        let mut h = HeaderMap::new();
+        for line in text.lines().skip(1) {
+            let Some((k, v)) = line.split_once(':') else {
+                continue;
+            };
+            let name = HeaderName::from_bytes(k.trim().as_bytes()).expect("header name");
+            if [CONTENT_LENGTH, DATE, TRANSFER_ENCODING, CONNECTION].contains(&name) {
+                continue; // hyper writes these itself
+            }
+            h.append(name, HeaderValue::from_str(v.trim()).expect("header value"));
+        }
+        FIXED.set(h).expect("set once");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
