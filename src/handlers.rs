@@ -113,15 +113,19 @@ pub async fn handle(outpost: &Outpost, parts: Parts, peer: SocketAddr) -> Respon
         Route::Auth(Flavour::Nginx | Flavour::Traefik | Flavour::Caddy)
     ) {
         match signature(query) {
-            Some(Signature::Callback) => return callback(&ctx, &app, &parts.headers, query).await,
-            Some(Signature::Logout) => return sign_out(&app, &parts.headers).await,
+            Some(Signature::Callback) => {
+                return Box::pin(callback(&ctx, &app, &parts.headers, query)).await;
+            }
+            Some(Signature::Logout) => return Box::pin(sign_out(&app, &parts.headers)).await,
             None => {}
         }
     }
     match route {
         Route::Start => start(&app, &parts.headers, query),
-        Route::Callback => callback(&ctx, &app, &parts.headers, query).await,
-        Route::SignOut => sign_out(&app, &parts.headers).await,
+        // The login and logout futures (token calls) are boxed: the check's future, which
+        // hyper keeps per connection, stays small.
+        Route::Callback => Box::pin(callback(&ctx, &app, &parts.headers, query)).await,
+        Route::SignOut => Box::pin(sign_out(&app, &parts.headers)).await,
         Route::Auth(flavour) => auth(&ctx, &app, &parts, flavour).await,
         _ => respond::text(StatusCode::NOT_FOUND, "404 page not found"),
     }
@@ -182,9 +186,10 @@ async fn auth(
     {
         match signature(u.query().unwrap_or_default()) {
             Some(Signature::Callback) => {
-                return callback(ctx, app, &parts.headers, u.query().unwrap_or_default()).await;
+                let query = u.query().unwrap_or_default();
+                return Box::pin(callback(ctx, app, &parts.headers, query)).await;
             }
-            Some(Signature::Logout) => return sign_out(app, &parts.headers).await,
+            Some(Signature::Logout) => return Box::pin(sign_out(app, &parts.headers)).await,
             None => {}
         }
     }
@@ -433,7 +438,7 @@ async fn cookie_session(
     }
     if session.needs_renewal(now) {
         match session.refresh_token.clone() {
-            Some(rt) => match app.oidc.refresh(&rt).await {
+            Some(rt) => match Box::pin(app.oidc.refresh(&rt)).await {
                 Ok(RefreshOutcome::Renewed(t)) => {
                     session.access_token = t.access_token;
                     session.access_expires_at = t.expires_at;

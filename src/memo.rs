@@ -27,7 +27,7 @@ use crate::respond::Prepared;
 use crate::session::Session;
 
 /// Slots in a table (a power of two).
-pub const SLOTS: usize = 2048;
+pub const SLOTS: usize = 1024;
 /// Values longer than this are not remembered (bounds memory: with the session and the
 /// response parts an entry stays within a few KiB, so a full table within a few MiB).
 pub const MAX_VALUE_LEN: usize = 4096;
@@ -95,6 +95,16 @@ impl SessionMemo {
         if value.is_empty() || value.len() > MAX_VALUE_LEN {
             return;
         }
+        // A hit never renews (that path opens the cookie itself): the refresh and ID tokens
+        // would only take memory here.
+        let session = match (&session.refresh_token, &session.id_token) {
+            (None, None) => session,
+            _ => Arc::new(Session {
+                refresh_token: None,
+                id_token: None,
+                ..(*session).clone()
+            }),
+        };
         self.slot(value).store(Some(Arc::new(Opened {
             app: Arc::clone(app),
             value: value.into(),

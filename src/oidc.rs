@@ -720,6 +720,18 @@ impl OidcClient {
         if let Some(s) = self.checks.get(&key).await {
             return Ok(s.active);
         }
+        // The miss path (an HTTP call) lives in its own allocation, so the future of every
+        // check, which hyper keeps per connection, stays small.
+        Box::pin(self.check_token_miss(key, access_token, expires_at, now)).await
+    }
+
+    async fn check_token_miss(
+        &self,
+        key: [u8; 32],
+        access_token: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, Arc<OidcError>> {
         let remaining = Duration::from_secs((expires_at - now).max(1) as u64);
         let ttl = self.settings.cache_ttl.min(remaining);
         let status = self
@@ -817,9 +829,21 @@ impl OidcClient {
         allow_basic: bool,
     ) -> Result<Option<Arc<HeaderIdentity>>, Arc<OidcError>> {
         let key = token_key(header);
+        let entry = match self.header_cache.get(&key).await {
+            Some(e) => e,
+            None => Box::pin(self.header_auth_miss(key, header, allow_basic)).await?,
+        };
+        Ok(entry.found.filter(|h| h.expires_at > unix_now()))
+    }
+
+    async fn header_auth_miss(
+        &self,
+        key: [u8; 32],
+        header: &str,
+        allow_basic: bool,
+    ) -> Result<CachedHeader, Arc<OidcError>> {
         let ttl = self.settings.cache_ttl;
-        let entry = self
-            .header_cache
+        self.header_cache
             .try_get_with(key, async {
                 let _permit = self
                     .permits
@@ -838,8 +862,7 @@ impl OidcClient {
                 };
                 Ok::<_, OidcError>(CachedHeader { found, ttl })
             })
-            .await?;
-        Ok(entry.found.filter(|h| h.expires_at > unix_now()))
+            .await
     }
 
     async fn header_auth_upstream(

@@ -5,6 +5,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::fake_authentik::{FakeAuthentik, FakeUser, ProviderSpec};
@@ -560,10 +561,18 @@ async fn configuration_swaps_fail_no_request() {
     let cookie = b.cookies_for(&s.url("/"));
     let addr = s.outpost.addr;
     let url = s.url("/x");
+    // The load runs until the swaps are done and seen by the outpost (at least 400 checks,
+    // at most 20 s), so every swap happens while checks are in flight.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_load = Arc::clone(&stop);
     let load = tokio::spawn(async move {
         let c = reqwest::Client::new();
         let mut codes = Vec::new();
-        for _ in 0..400 {
+        let started = Instant::now();
+        while codes.len() < 400
+            || !stop_load.load(std::sync::atomic::Ordering::Relaxed)
+                && started.elapsed() < Duration::from_secs(20)
+        {
             let r = c
                 .get(format!("http://{addr}/outpost.goauthentik.io/auth/nginx"))
                 .header("Host", APP_HOST)
@@ -588,6 +597,11 @@ async fn configuration_swaps_fail_no_request() {
         s.fa.trigger_update().await;
         tokio::time::sleep(Duration::from_millis(60)).await;
     }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.fa.count("/api/v3/outposts/proxy/") < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let codes = load.await.unwrap();
     assert!(
         codes.iter().all(|&c| c == 200),
