@@ -252,7 +252,7 @@ def cmd_report(out, quick, duration):
     m = run_facts(out)
     md = []
     md.append(f"Run: {m['date']}, commit {m['commit']}, "
-              f"{'QUICK smoke run, ' if quick == '1' else ''}{duration} per point, "
+              f"{'QUICK smoke run, ' if quick == '1' else ''}{duration} per point (the faster of 2 runs of half that; (e) one run), "
               f"load average at the end {m['load']}.\n")
     md.append(f"Machine: {m['cores']} cores, {m['cpu']}, kernel {m['kernel']}, {m['os']}; "
               f"{m['rustc']}; {m['wrk']}; {m['nginx']}.\n")

@@ -230,16 +230,23 @@ cpu_ticks() { # sum of utime+stime (clock ticks) over CPU_PIDS and their child p
   done
   echo "$t"
 }
+# The machine may be shared: other work only ever slows a run down, so each point is the
+# faster of REPEATS runs of duration/REPEATS (default 2; e runs once: its tokens are cold once).
 run_wrk() {
   local target="$1" setup="$2" conc="$3" dur="$4" url="$5"; shift 5
-  local line t0 t1
-  t0="$(cpu_ticks)"
-  line="$(taskset -c "$WRK_CPU" wrk -t1 -c"$conc" -d"$dur" --timeout 5s -s "$BENCH/wrk/report.lua" "$@" "$url" \
-    | sed -n 's/^BENCH //p')"
-  t1="$(cpu_ticks)"
-  [[ -n "$line" ]] || die "wrk produced no result for $target c=$conc"
-  python3 "$BENCH/report.py" row "$RUNS_CSV" "$target" "$setup" "$conc" "$dur" "$line" \
-    "$((t1 - t0))" "$(getconf CLK_TCK)"
+  local reps="${REPEATS:-2}" line t0 t1 best="" best_ticks=0 best_rps=-1 rps part
+  part="$(( ${dur%s} / reps ))"; ((part >= 1)) || part=1
+  for ((i = 0; i < reps; i++)); do
+    t0="$(cpu_ticks)"
+    line="$(taskset -c "$WRK_CPU" wrk -t1 -c"$conc" -d"${part}s" --timeout 5s -s "$BENCH/wrk/report.lua" "$@" "$url" \
+      | sed -n 's/^BENCH //p')"
+    t1="$(cpu_ticks)"
+    [[ -n "$line" ]] || die "wrk produced no result for $target c=$conc"
+    rps="$(python3 -c 'import json,sys; print(int(float(json.loads(sys.argv[1])["rps"])))' "$line")"
+    if ((rps > best_rps)); then best="$line"; best_rps="$rps"; best_ticks=$((t1 - t0)); fi
+  done
+  python3 "$BENCH/report.py" row "$RUNS_CSV" "$target" "$setup" "$conc" "${part}s" "$best" \
+    "$best_ticks" "$(getconf CLK_TCK)"
 }
 
 # warm target url expect-status [wrk -H args...]: a curl check, then a short wrk warm-up whose
@@ -300,7 +307,7 @@ for c in "${CONCURRENCY[@]}"; do
   from=$((200 + i * E_TOKENS + 1)); to=$((200 + (i + 1) * E_TOKENS))
   sed -n "${from},${to}p" "$WORK/tokens.txt" >"$WORK/e-$c.txt"
   log "e_bearer_miss c=$c ($E_TOKENS cold tokens)"
-  BENCH_TOKENS="$WORK/e-$c.txt" run_wrk e_bearer_miss direct "$c" "$DURATION" "$OP" "${H_COMMON[@]}"
+  REPEATS=1 BENCH_TOKENS="$WORK/e-$c.txt" run_wrk e_bearer_miss direct "$c" "$DURATION" "$OP" "${H_COMMON[@]}"
   i=$((i + 1))
 done
 # Optional flat CPU profiles of the outpost at c=64 (not part of the table): PERF=1.
