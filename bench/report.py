@@ -291,6 +291,13 @@ def cmd_report(out, quick, duration):
                 val = f"{int(r['value']):,}"
             md.append(f"| {r['what']} | {val} | {r['note']} |")
         md.append("")
+    cg = load_csv(os.path.join(out, "callgrind.csv"))
+    if cg:
+        md.append("| instructions per request (callgrind, `bench/callgrind.sh`; machine load does not move these) | count | requests counted |")
+        md.append("|---|---:|---:|")
+        for r in cg:
+            md.append(f"| {LABELS.get(r['target'], r['target'])} | {int(r['instructions_per_request']):,} | {int(r['requests']):,} |")
+        md.append("")
     if micro:
         md.append("| micro-benchmark (criterion, `benches/auth_path.rs`) | median |")
         md.append("|---|---:|")

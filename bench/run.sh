@@ -21,13 +21,15 @@
 #
 # Results: bench/results/{runs.csv,summary.csv,memory.csv,micro.csv,run.json,summary.md,plot.svg};
 # a full run also refreshes the generated part of BENCHMARKS.md.
-# Environment: QUICK=1, DURATION=10s, SKIP_MICRO=1, SKIP_NGINX=1, KEEP_WORK=1 (keep the temp dir),
+# Environment: QUICK=1, DURATION=10s, SKIP_MICRO=1, SKIP_NGINX=1, SKIP_CALLGRIND=1,
+# CALLGRIND_BIN=<another build to count>, RESULTS=<dir> (instead of bench/results; then
+# BENCHMARKS.md is left alone), KEEP_WORK=1 (keep the temp dir),
 # PERF=1 (also write flat perf profiles of the outpost under (b) and (c) load to bench/results/).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BENCH="$ROOT/bench"
-OUT="$BENCH/results"
+OUT="${RESULTS:-$BENCH/results}"
 QUICK="${QUICK:-0}"
 if [[ "$QUICK" == 1 ]]; then
   DURATION="${DURATION:-2s}"; WARMUP=1s; SESSIONS=5000; E_TOKENS=2000; STARTUP_RUNS=10
@@ -96,6 +98,12 @@ if ! command -v wrk >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get -o DPkg::Lock::Timeout=600 install -y -qq wrk >/dev/null 2>&1 \
     || { apt-get -o DPkg::Lock::Timeout=600 update -qq && apt-get -o DPkg::Lock::Timeout=600 install -y -qq wrk >/dev/null; }
+fi
+if ! command -v valgrind >/dev/null 2>&1 && [[ "${SKIP_CALLGRIND:-0}" != 1 ]]; then
+  log "installing valgrind (Debian package)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq valgrind >/dev/null 2>&1 \
+    || { apt-get -o DPkg::Lock::Timeout=600 update -qq && apt-get -o DPkg::Lock::Timeout=600 install -y -qq valgrind >/dev/null; }
 fi
 bash "$ROOT/scripts/install-deps.sh" >&2
 for c in wrk nginx node python3 curl taskset; do
@@ -339,6 +347,18 @@ echo "outpost_rss_after_direct_load,$rss,KiB,VmRSS after the direct runs" >>"$ME
 read -r rss hwm < <(mem_of "$FLOOR_PID")
 echo "floor_hwm_direct_load,$hwm,KiB,floor VmHWM after its runs" >>"$MEM_CSV"
 
+# --- 6b. instructions per check (callgrind) --------------------------------------------------
+# CALLGRIND_BIN=<path> counts another build (an older commit's, say) with the same session.
+rm -f "$OUT/callgrind.csv"
+if [[ "${SKIP_CALLGRIND:-0}" != 1 ]]; then
+  log "instructions per request under callgrind (b, c, d)"
+  echo "target,instructions_per_request,requests,binary" >"$OUT/callgrind.csv"
+  CG_PORT="$(free_port)"
+  outpost_yaml "$CG_PORT" 60s >"$WORK/outpost-cg.yaml"
+  WRK_CPU="$WRK_CPU" SERVER_CPU="$SERVER_CPU" bash "$BENCH/callgrind.sh" "${CALLGRIND_BIN:-$OUTPOST_BIN}" \
+    "$WORK/outpost-cg.yaml" "$CG_PORT" "$OUT/callgrind.csv" "$APP_HOST" "$ORIGINAL" "$COOKIE" "$ACCESS"
+fi
+
 # --- 7. nginx auth_request: outpost vs floor, keepalive and not -------------------------------
 if [[ "${SKIP_NGINX:-0}" != 1 ]]; then
   nginx_run() { # example backend-name backend-port target [app-keepalive]
@@ -402,7 +422,7 @@ EOF
 # --- 10. report ------------------------------------------------------------------------------
 python3 "$BENCH/report.py" facts "$OUT" # date, load average and commit as the measurements end
 python3 "$BENCH/report.py" report "$OUT" "$QUICK" "$DURATION"
-if [[ "$QUICK" != 1 ]]; then
+if [[ "$QUICK" != 1 && -z "${RESULTS:-}" ]]; then
   python3 "$BENCH/report.py" update-doc "$OUT/summary.md" "$ROOT/BENCHMARKS.md"
 fi
 log "done: $OUT"

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Instructions per check, counted by callgrind: unlike req/s, the count does not move with
+# whatever else the machine is doing, so it is the number to compare between builds.
+# Called by bench/run.sh (which has the IdP, a session and the config ready):
+#
+#   callgrind.sh <outpost binary> <config yaml> <port> <csv> <app host> <original url> \
+#                <cookie> <access token>
+#
+# Starts the outpost under `valgrind --tool=callgrind` (listening on <port>, as the config
+# says), and for (b) valid cookie, (c) no cookie and (d) Bearer header: a 2 s warm-up with
+# wrk (4 connections; the first check of a cookie or token is not what is counted), zeroes
+# the counters, runs wrk for 4 s, dumps, and appends
+# `target,instructions_per_request,requests,binary` to <csv>.
+set -euo pipefail
+BIN="$1" YAML="$2" PORT="$3" CSV="$4" HOST="$5" ORIGINAL="$6" COOKIE="$7" ACCESS="$8"
+WRK_CPU="${WRK_CPU:-0}" SERVER_CPU="${SERVER_CPU:-1}"
+DIR="$(mktemp -d /tmp/ak-callgrind.XXXXXX)"
+URL="http://127.0.0.1:$PORT/outpost.goauthentik.io/auth/nginx"
+
+taskset -c "$SERVER_CPU" valgrind --tool=callgrind --callgrind-out-file="$DIR/cg.out" \
+  "$BIN" --config "$YAML" >"$DIR/stdout" 2>"$DIR/stderr" &
+VG=$!
+cleanup() { kill -TERM "$VG" 2>/dev/null || true; wait "$VG" 2>/dev/null || true; rm -rf "$DIR"; }
+trap cleanup EXIT
+for _ in $(seq 600); do
+  [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/outpost.goauthentik.io/ready")" == 200 ]] && break
+  kill -0 "$VG" 2>/dev/null || { cat "$DIR/stderr" >&2; echo "callgrind: the outpost exited" >&2; exit 1; }
+  sleep 0.1
+done
+
+H=(-H "Host: $HOST" -H "X-Original-URL: $ORIGINAL" -H "User-Agent: wrk" -H "Accept: text/html")
+dumps=0
+measure() { # target [wrk -H args...]
+  local target="$1"; shift
+  taskset -c "$WRK_CPU" wrk -t1 -c4 -d2s "${H[@]}" "$@" "$URL" >/dev/null
+  callgrind_control -z "$VG" >/dev/null
+  local n
+  n="$(taskset -c "$WRK_CPU" wrk -t1 -c4 -d4s "${H[@]}" "$@" "$URL" | awk '/requests in/{print $1}')"
+  callgrind_control -d "$VG" >/dev/null
+  dumps=$((dumps + 1))
+  local f="$DIR/cg.out.$dumps" total=""
+  for _ in $(seq 100); do
+    total="$(sed -n 's/^totals: *\([0-9]*\).*/\1/p' "$f" 2>/dev/null || true)"
+    [[ -n "$total" ]] && break
+    sleep 0.1
+  done
+  [[ -n "$total" && -n "$n" && "$n" -gt 0 ]] || { echo "callgrind: no count for $target" >&2; exit 1; }
+  echo "$target,$((total / n)),$n,$(basename "$BIN")" >>"$CSV"
+  echo "[callgrind] $target: $((total / n)) instructions per request ($n requests)" >&2
+}
+measure b_cookie_cached -H "Cookie: $COOKIE"
+measure c_no_cookie
+measure d_bearer_hit -H "Authorization: Bearer $ACCESS"
