@@ -218,6 +218,9 @@ async fn auth(
             let mut r = respond::allow(&prepared.headers, parts.headers.get(USER_AGENT));
             if *renewed {
                 // The session cookie must be the first Set-Cookie: nginx copies only that one.
+                // A remembered cookie's Max-Age counts from when it was built (at most the
+                // header cache TTL ago), so the browser may keep it that much longer; the
+                // session inside still ends at its own expiry.
                 let stored = &prepared.set_cookies;
                 if !stored.is_empty() && cookies.chunks_sent <= stored.len() {
                     respond::add_cookies(&mut r, stored.iter().cloned());
