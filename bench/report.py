@@ -229,6 +229,16 @@ def verdicts(runs, mem):
     return out
 
 
+def md_table(md, head, align, rows):
+    """Appends a Markdown table (nothing when there are no rows) and a blank line."""
+    if not rows:
+        return
+    md.append("| " + " | ".join(head) + " |")
+    md.append("|" + "|".join(align) + "|")
+    md.extend("| " + " | ".join(row) + " |" for row in rows)
+    md.append("")
+
+
 def cmd_report(out, quick, duration):
     runs = load_runs(out)
     mem = load_csv(os.path.join(out, "memory.csv"))
@@ -279,38 +289,24 @@ def cmd_report(out, quick, duration):
         md.append(f"\n⚠ {t} c={c}: {r['socket_errors']} socket errors, {r['non_2xx']} non-2xx, "
                   f"{r['token_wraps']} token-list wraps.")
     md.append("")
-    if mem:
-        md.append("| memory / start-up | value | note |")
-        md.append("|---|---:|---|")
-        for r in mem:
-            if r["unit"] == "KiB":
-                val = f"{int(r['value']) / 1024:.1f} MiB"
-            elif r["unit"] == "ms":
-                val = f"{float(r['value']):.1f} ms"
-            else:
-                val = f"{int(r['value']):,}"
-            md.append(f"| {r['what']} | {val} | {r['note']} |")
-        md.append("")
+    def mem_value(r):
+        if r["unit"] == "KiB":
+            return f"{int(r['value']) / 1024:.1f} MiB"
+        if r["unit"] == "ms":
+            return f"{float(r['value']):.1f} ms"
+        return f"{int(r['value']):,}"
+
+    md_table(md, ["memory / start-up", "value", "note"], ["---", "---:", "---"],
+             [[r["what"], mem_value(r), r["note"]] for r in mem])
     cg = load_csv(os.path.join(out, "callgrind.csv"))
-    if cg:
-        md.append("| instructions per request (callgrind, `bench/callgrind.sh`; machine load does not move these) | count | requests counted |")
-        md.append("|---|---:|---:|")
-        for r in cg:
-            md.append(f"| {LABELS.get(r['target'], r['target'])} | {int(r['instructions_per_request']):,} | {int(r['requests']):,} |")
-        md.append("")
-    if micro:
-        md.append("| micro-benchmark (criterion, `benches/auth_path.rs`) | median |")
-        md.append("|---|---:|")
-        for r in micro:
-            md.append(f"| `{r['benchmark']}` | {fmt_ns(float(r['median_ns']))} |")
-        md.append("")
-    v = verdicts(runs, mem)
-    if v:
-        md.append("| target (issue) | measured | met |")
-        md.append("|---|---:|:-:|")
-        for name, val, ok in v:
-            md.append(f"| {name} | {val} | {'–' if ok is None else ('yes' if ok else '**no**')} |")
-        md.append("")
+    md_table(md, ["instructions per request (callgrind, `bench/callgrind.sh`; machine load does not move these)",
+                  "count", "requests counted"], ["---", "---:", "---:"],
+             [[LABELS.get(r["target"], r["target"]), f"{int(r['instructions_per_request']):,}", f"{int(r['requests']):,}"]
+              for r in cg])
+    md_table(md, ["micro-benchmark (criterion, `benches/auth_path.rs`)", "median"], ["---", "---:"],
+             [[f"`{r['benchmark']}`", fmt_ns(float(r["median_ns"]))] for r in micro])
+    md_table(md, ["target (issue)", "measured", "met"], ["---", "---:", ":-:"],
+             [[name, val, "–" if ok is None else ("yes" if ok else "**no**")] for name, val, ok in verdicts(runs, mem)])
     md.append("![throughput and p99 against concurrency](bench/results/plot.svg)")
     text = "\n".join(md) + "\n"
     with open(os.path.join(out, "summary.md"), "w") as f:
