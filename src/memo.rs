@@ -79,7 +79,8 @@ impl SessionMemo {
     pub fn get(&self, app: &Arc<Application>, value: &str) -> Option<Arc<Opened>> {
         let guard = self.slot(value).load();
         let e = guard.as_ref()?;
-        (Arc::ptr_eq(&e.app, app) && *e.value == *value).then(|| Arc::clone(e))
+        (Arc::ptr_eq(&e.app, app) && same_bytes(e.value.as_bytes(), value.as_bytes()))
+            .then(|| Arc::clone(e))
     }
 
     /// Remembers what `value` opened to, replacing whatever shared its slot.
@@ -123,6 +124,26 @@ impl SessionMemo {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Whether two values are equal, looking at every byte whatever the first difference: how
+/// long a comparison takes must not tell a client how much of someone's cookie it guessed.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut diff = 0u64;
+    let (wa, wb) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (x, y) in wa.remainder().iter().zip(wb.remainder()) {
+        diff |= u64::from(x ^ y);
+    }
+    for (x, y) in wa.zip(wb) {
+        let (x, y) = (<[u8; 8]>::try_from(x), <[u8; 8]>::try_from(y));
+        if let (Ok(x), Ok(y)) = (x, y) {
+            diff |= u64::from_ne_bytes(x) ^ u64::from_ne_bytes(y);
+        }
+    }
+    std::hint::black_box(diff) == 0
 }
 
 #[cfg(test)]
@@ -171,6 +192,26 @@ mod tests {
         // An app rebuilt by a reload is another app.
         let a2 = app("https://a.example.com", Mode::ForwardSingle, "");
         assert!(m.get(&a2, &cookie).is_none());
+    }
+
+    #[test]
+    fn byte_comparison() {
+        for (a, b, same) in [
+            ("", "", true),
+            ("abc", "abc", true),
+            ("abc", "abd", false),
+            ("abc", "abcd", false),
+            ("0123456789abcdefXYZ", "0123456789abcdefXYZ", true),
+            ("0123456789abcdefXYZ", "0123456789abcdefXYz", false),
+            ("0123456789abcdefXYZ", "1123456789abcdefXYZ", false),
+            ("0123456789abcdef", "0123456789abcdeF", false),
+        ] {
+            assert_eq!(
+                same_bytes(a.as_bytes(), b.as_bytes()),
+                same,
+                "{a:?} vs {b:?}"
+            );
+        }
     }
 
     #[test]
