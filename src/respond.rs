@@ -17,7 +17,11 @@ pub type Body = Full<Bytes>;
 
 /// A response with a plain-text body (Go's `http.Error` shape).
 pub fn text(status: StatusCode, msg: &str) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(format!("{msg}\n"))));
+    plain(status, Bytes::from(format!("{msg}\n")))
+}
+
+fn plain(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(
@@ -104,16 +108,9 @@ pub fn no_app(host: &str) -> Response<Body> {
 
 /// `401` for nginx and API clients.
 pub fn unauthorized() -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from_static(b"unauthorized request\n")));
-    *r.status_mut() = StatusCode::UNAUTHORIZED;
-    let h = r.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
+    let mut r = plain(
+        StatusCode::UNAUTHORIZED,
+        Bytes::from_static(b"unauthorized request\n"),
     );
     r.headers_mut().insert(
         WWW_AUTHENTICATE,
