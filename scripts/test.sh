@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need (nginx, caddy, the reference IdP's npm
 # packages), then builds and runs every unit and integration test.
+#
+# Two phases: first the packaging tests, whose static fat-LTO release build keeps both cores
+# busy for minutes; then everything else, on a machine no longer busy compiling (tests that
+# start the IdP, nginx or Caddy wait for them with timeouts, and a 2-core machine linking with
+# LTO can starve them past those). Both phases always run; the exit code is non-zero if either
+# failed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash scripts/install-deps.sh
+status=0
 if command -v cargo-nextest >/dev/null 2>&1; then
-  cargo nextest run --locked --no-fail-fast --test-threads 2
+  cargo nextest run --locked --no-fail-fast --test-threads 2 -E 'binary(packaging)' || status=$?
+  cargo nextest run --locked --no-fail-fast --test-threads 2 -E 'not binary(packaging)' || status=$?
 else
-  cargo test --locked --no-fail-fast -- --test-threads 2
+  cargo test --locked --no-fail-fast --test packaging -- --test-threads 2 || status=$?
+  cargo test --locked --no-fail-fast -- --test-threads 2 || status=$?
 fi
+exit "$status"
