@@ -10,7 +10,8 @@
 # says), and for (b) valid cookie, (c) no cookie and (d) Bearer header: a 2 s warm-up with
 # wrk (4 connections; the first check of a cookie or token is not what is counted), zeroes
 # the counters, runs wrk for 4 s, dumps, and appends
-# `target,instructions_per_request,requests,binary` to <csv>.
+# `target,instructions_per_request,requests,binary` to <csv>. With CALLGRIND_KEEP=<dir>, each
+# target's dump is also kept there as <target>.callgrind (for callgrind_annotate).
 set -euo pipefail
 BIN="$1" YAML="$2" PORT="$3" CSV="$4" HOST="$5" ORIGINAL="$6" COOKIE="$7" ACCESS="$8"
 WRK_CPU="${WRK_CPU:-0}" SERVER_CPU="${SERVER_CPU:-1}"
@@ -46,6 +47,7 @@ measure() { # target [wrk -H args...]
   done
   [[ -n "$total" && -n "$n" && "$n" -gt 0 ]] || { echo "callgrind: no count for $target" >&2; exit 1; }
   echo "$target,$((total / n)),$n,$(basename "$BIN")" >>"$CSV"
+  if [[ -n "${CALLGRIND_KEEP:-}" ]]; then mkdir -p "$CALLGRIND_KEEP"; cp "$f" "$CALLGRIND_KEEP/$target.callgrind"; fi
   echo "[callgrind] $target: $((total / n)) instructions per request ($n requests)" >&2
 }
 measure b_cookie_cached -H "Cookie: $COOKIE"

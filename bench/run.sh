@@ -22,8 +22,9 @@
 # Results: bench/results/{runs.csv,summary.csv,memory.csv,micro.csv,run.json,summary.md,plot.svg};
 # a full run also refreshes the generated part of BENCHMARKS.md.
 # Environment: QUICK=1, DURATION=10s, SKIP_MICRO=1, SKIP_NGINX=1, SKIP_CALLGRIND=1,
-# CALLGRIND_BIN=<another build to count>, RESULTS=<dir> (instead of bench/results; then
-# BENCHMARKS.md is left alone), KEEP_WORK=1 (keep the temp dir),
+# CALLGRIND_BIN=<another build to count>, CALLGRIND_KEEP=<dir> (keep the callgrind dumps),
+# RESULTS=<dir> (instead of bench/results; then BENCHMARKS.md is left alone), KEEP_WORK=1
+# (keep the temp dir),
 # PERF=1 (also write flat perf profiles of the outpost under (b) and (c) load to bench/results/).
 set -euo pipefail
 

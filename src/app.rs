@@ -157,6 +157,11 @@ impl AppSpec {
     /// Whether an unauthenticated request for `url` may pass (skip_path_regex). Single mode
     /// tests the normalised path, domain mode `scheme://host[:port]/path`; the query is never
     /// part of the test string, and a path that cannot be normalised never matches.
+    /// Whether any path is public (checks of other apps never need the URL parsed).
+    pub fn has_skip_paths(&self) -> bool {
+        !self.skip_paths.is_empty()
+    }
+
     pub fn is_skipped(&self, url: &Url) -> bool {
         if self.skip_paths.is_empty() {
             return false;

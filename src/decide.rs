@@ -45,15 +45,17 @@ pub enum Decision {
 }
 
 /// Decides a forward-auth check.
-pub fn decide(req: &AuthRequest, check: &SessionCheck, app: &AppSpec, now: i64) -> Decision {
+pub fn decide(req: &AuthRequest<'_>, check: &SessionCheck, app: &AppSpec, now: i64) -> Decision {
     let url = match &req.original {
         Ok(u) => Some(u),
         Err(ForwardError::Missing | ForwardError::Unparsable) => return Decision::Misconfigured,
         // Forwarding headers of an untrusted peer are ignored: no URL, so no skip paths.
         Err(ForwardError::Untrusted) => None,
     };
-    let skipped =
-        url.is_some_and(|u| app.is_skipped(u)) || (req.preflight && app.allow_cors_preflight);
+    // Only apps with skip paths need the URL parsed.
+    let skipped = (app.has_skip_paths()
+        && url.and_then(|u| u.url()).is_some_and(|u| app.is_skipped(u)))
+        || (req.preflight && app.allow_cors_preflight);
     match check {
         SessionCheck::Valid { session, .. } if session.expires_at > now => {
             if app.allows_groups(&session.identity.groups) {
@@ -74,7 +76,7 @@ pub fn decide(req: &AuthRequest, check: &SessionCheck, app: &AppSpec, now: i64) 
 mod tests {
     use super::*;
     use crate::app::Mode;
-    use crate::request::Flavour;
+    use crate::request::{Flavour, OriginalUrl};
     use crate::session::Identity;
     use url::Url;
 
@@ -90,10 +92,10 @@ mod tests {
         .unwrap()
     }
 
-    fn req(url: Result<&str, ForwardError>) -> AuthRequest {
+    fn req(url: Result<&str, ForwardError>) -> AuthRequest<'static> {
         AuthRequest {
             flavour: Flavour::Nginx,
-            original: url.map(|u| Url::parse(u).unwrap()),
+            original: url.map(|u| OriginalUrl::from_url(Url::parse(u).unwrap())),
             navigation: true,
             preflight: false,
         }
@@ -126,7 +128,7 @@ mod tests {
         let private = Ok("https://app.example.com/private");
         let public = Ok("https://app.example.com/public/x");
         let sneaky = Ok("https://app.example.com/public/../private");
-        let cases: Vec<(&str, AuthRequest, SessionCheck, &[&str], Decision)> = vec![
+        let cases: Vec<(&str, AuthRequest<'_>, SessionCheck, &[&str], Decision)> = vec![
             ("no cookie", req(private), SessionCheck::None, &[], Login),
             (
                 "bad cookie",

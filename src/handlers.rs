@@ -183,14 +183,14 @@ async fn auth(
     let req = AuthRequest::parse(flavour, parts, ctx.trusted);
     if matches!(flavour, Flavour::Traefik | Flavour::Caddy)
         && let Ok(u) = &req.original
+        && let Some(sig) = signature(u.raw_query().unwrap_or_default())
     {
-        match signature(u.query().unwrap_or_default()) {
-            Some(Signature::Callback) => {
-                let query = u.query().unwrap_or_default();
+        match sig {
+            Signature::Callback => {
+                let query = u.url().and_then(Url::query).unwrap_or_default();
                 return Box::pin(callback(ctx, app, &parts.headers, query)).await;
             }
-            Some(Signature::Logout) => return Box::pin(sign_out(app, &parts.headers)).await,
-            None => {}
+            Signature::Logout => return Box::pin(sign_out(app, &parts.headers)).await,
         }
     }
     let cookies = read_session_cookies(&parts.headers, &app.cookie_name);
@@ -243,6 +243,7 @@ async fn auth(
                     .original
                     .as_ref()
                     .ok()
+                    .and_then(|u| u.url())
                     .and_then(|u| RedirectTarget::check(u.clone(), &app.spec))
                     .unwrap_or_else(|| RedirectTarget::home(&app.spec));
                 start_login(app, &parts.headers, target, 0)

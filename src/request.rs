@@ -1,6 +1,9 @@
 //! The edge: an incoming forward-auth request becomes an [`AuthRequest`] here, and nothing
 //! after this reads raw forwarding headers. Forwarding headers count only from trusted peers.
 
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
 use http::header::{ACCEPT, AsHeaderName, HOST, HeaderMap};
 use http::request::Parts;
 use url::Url;
@@ -43,12 +46,118 @@ pub enum ForwardError {
     Untrusted,
 }
 
+/// The URL the user asked the reverse proxy for: an absolute `http(s)://host[:port]/path`,
+/// checked at the edge. It becomes a [`Url`] only when something needs one (skip paths, a
+/// login redirect): most checks of a live session never do. A text is left unparsed only
+/// when [`surely_parses`] vouches that `Url::parse` accepts it; anything else is parsed at
+/// the edge, so an unparsable URL is refused there whatever the session.
+#[derive(Debug, Clone)]
+pub struct OriginalUrl<'a> {
+    text: Cow<'a, str>,
+    url: OnceLock<Option<Url>>,
+}
+
+impl<'a> OriginalUrl<'a> {
+    /// Checks `text` (already known to be `scheme://plain-authority/path` without control
+    /// characters); `None` if it does not parse as a URL with a host.
+    fn new(text: Cow<'a, str>) -> Option<Self> {
+        let url = OnceLock::new();
+        if !surely_parses(&text) {
+            let _ = url.set(Some(parse_url(&text)?));
+        }
+        Some(OriginalUrl { text, url })
+    }
+
+    /// An already parsed URL (tests, benchmarks).
+    pub fn from_url(u: Url) -> OriginalUrl<'static> {
+        OriginalUrl {
+            text: Cow::Owned(u.as_str().to_owned()),
+            url: OnceLock::from(Some(u)),
+        }
+    }
+
+    /// The URL as the proxy sent it (scheme lowercase).
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The query as sent (before any `#`), without parsing the URL.
+    pub fn raw_query(&self) -> Option<&str> {
+        let before_fragment = self.text.split('#').next().unwrap_or_default();
+        before_fragment.split_once('?').map(|(_, q)| q)
+    }
+
+    /// The parsed URL. `None` cannot happen for a value made by [`AuthRequest::parse`] (its
+    /// text was either parsed already or vouched for); callers treat it as "unknown URL".
+    pub fn url(&self) -> Option<&Url> {
+        self.url.get_or_init(|| parse_url(&self.text)).as_ref()
+    }
+}
+
+impl PartialEq for OriginalUrl<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+fn parse_url(text: &str) -> Option<Url> {
+    Url::parse(text).ok().filter(|u| u.host_str().is_some())
+}
+
+/// Whether `Url::parse` certainly accepts `text`, which is `scheme://authority/path` with a
+/// plain authority and no control characters: a lowercase http(s) scheme, a host of non-empty
+/// ASCII labels (letters, digits, `-`, `_`) whose last label starts with a letter (so it is
+/// never read as an IPv4 address) and none starting `xn--` (punycode, which can be invalid),
+/// and a port of at most 65535. The path cannot make the parse fail. Anything else is simply
+/// parsed at once.
+fn surely_parses(text: &str) -> bool {
+    let rest = match text.strip_prefix("https://") {
+        Some(r) => r,
+        None => match text.strip_prefix("http://") {
+            Some(r) => r,
+            None => return false,
+        },
+    };
+    let Some(slash) = rest.find('/') else {
+        return false;
+    };
+    let authority = &rest[..slash];
+    let (host, port) = match authority.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (authority, None),
+    };
+    if let Some(p) = port
+        && !(p.len() <= 5
+            && !p.is_empty()
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u32>().is_ok_and(|n| n <= 65535))
+    {
+        return false;
+    }
+    let mut last = "";
+    for label in host.split('.') {
+        if label.is_empty()
+            || label
+                .as_bytes()
+                .get(..4)
+                .is_some_and(|p| p.eq_ignore_ascii_case(b"xn--"))
+            || !label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return false;
+        }
+        last = label;
+    }
+    last.as_bytes().first().is_some_and(u8::is_ascii_alphabetic)
+}
+
 /// A forward-auth check, parsed.
 #[derive(Debug, Clone)]
-pub struct AuthRequest {
+pub struct AuthRequest<'a> {
     pub flavour: Flavour,
     /// The URL the user asked the reverse proxy for.
-    pub original: Result<Url, ForwardError>,
+    pub original: Result<OriginalUrl<'a>, ForwardError>,
     /// A browser page navigation (may be redirected to a login page); other requests
     /// (fetch/XHR, API clients) get 401 instead.
     pub navigation: bool,
@@ -144,12 +253,12 @@ pub fn is_plain_authority(authority: &str) -> bool {
 
 /// Builds an http(s) URL from a scheme, a `host[:port]` and a path with query. `None` unless
 /// every part is well-formed, so no part can leak into another.
-fn absolute(scheme: &str, host: &str, path_and_query: &str) -> Option<Url> {
+fn absolute(scheme: &str, host: &str, path_and_query: &str) -> Option<OriginalUrl<'static>> {
     let scheme = lower_http_scheme(scheme)?;
     if !parts_ok(host, path_and_query) {
         return None;
     }
-    finish(Url::parse(&format!("{scheme}://{host}{path_and_query}")).ok()?)
+    OriginalUrl::new(Cow::Owned(format!("{scheme}://{host}{path_and_query}")))
 }
 
 /// `http` or `https`, whatever the case; `None` for any other scheme.
@@ -170,28 +279,23 @@ fn parts_ok(host: &str, path_and_query: &str) -> bool {
         && !path_and_query.chars().any(char::is_control)
 }
 
-fn finish(u: Url) -> Option<Url> {
-    u.host_str()?;
-    Some(u)
-}
-
-/// Parses an absolute `http(s)://host[:port]/path?query` strictly (see [`absolute`]).
-fn parse_absolute(s: &str) -> Option<Url> {
+/// Checks an absolute `http(s)://host[:port]/path?query` strictly (see [`absolute`]).
+fn parse_absolute(s: &str) -> Option<OriginalUrl<'_>> {
     let (scheme, rest) = s.split_once("://")?;
     let slash = rest.find('/')?;
     if matches!(scheme, "http" | "https") {
-        // Already in the form `absolute` would build: parse it as it is.
+        // Already in the form `absolute` would build: keep it as it is.
         if !parts_ok(&rest[..slash], &rest[slash..]) {
             return None;
         }
-        return finish(Url::parse(s).ok()?);
+        return OriginalUrl::new(Cow::Borrowed(s));
     }
     absolute(scheme, &rest[..slash], &rest[slash..])
 }
 
-impl AuthRequest {
+impl<'a> AuthRequest<'a> {
     /// Parses a check for `flavour`. `trusted` says whether the TCP peer is a trusted proxy.
-    pub fn parse(flavour: Flavour, parts: &Parts, trusted: bool) -> AuthRequest {
+    pub fn parse(flavour: Flavour, parts: &'a Parts, trusted: bool) -> AuthRequest<'a> {
         let h = &parts.headers;
         let original = match flavour {
             Flavour::Envoy => Self::envoy_url(parts, trusted),
@@ -229,7 +333,7 @@ impl AuthRequest {
 
     /// nginx: `X-Original-URL` (absolute) first — the header the documented configs set — and
     /// only without it `X-Original-URI` (a path) on the request's host.
-    fn nginx_url(parts: &Parts) -> Result<Url, ForwardError> {
+    fn nginx_url(parts: &'a Parts) -> Result<OriginalUrl<'a>, ForwardError> {
         let h = &parts.headers;
         if let Some(u) = header_str(h, X_ORIGINAL_URL) {
             return parse_absolute(u).ok_or(ForwardError::Unparsable);
@@ -245,7 +349,7 @@ impl AuthRequest {
     }
 
     /// Envoy appends the original path to the check path and keeps the original `Host`.
-    fn envoy_url(parts: &Parts, trusted: bool) -> Result<Url, ForwardError> {
+    fn envoy_url(parts: &Parts, trusted: bool) -> Result<OriginalUrl<'a>, ForwardError> {
         let path = parts.uri.path();
         let rest = path.strip_prefix(AUTH_ENVOY_PREFIX).unwrap_or(path);
         let rest = if rest.is_empty() { "/" } else { rest };
@@ -354,7 +458,11 @@ mod tests {
         let u = AuthRequest::parse(Flavour::Nginx, &p, true)
             .original
             .unwrap();
-        assert_eq!(u.host_str(), Some("app"), "a path never changes the host");
+        assert_eq!(
+            u.url().and_then(Url::host_str),
+            Some("app"),
+            "a path never changes the host"
+        );
     }
 
     #[test]
@@ -401,6 +509,65 @@ mod tests {
         assert_eq!(
             AuthRequest::parse(Flavour::Traefik, &p, true).original,
             Err(ForwardError::Unparsable)
+        );
+    }
+
+    #[test]
+    fn urls_left_unparsed_are_ones_the_parser_accepts() {
+        for (text, vouched) in [
+            ("http://app.example.test/p?q=1", true),
+            ("https://App-1_x.example.test:65535/", true),
+            ("http://localhost/%zz/../\\x y", true),
+            ("http://app.example.test:65536/", false),
+            ("http://app.example.test:/", false),
+            ("http://10.0.0.1/", false),
+            ("http://0x7f.1/", false),
+            ("http://a.0x1/", false),
+            ("http://a..b/", false),
+            ("http://app.example.test./", false),
+            ("http://xn--a.example/", false),
+            ("http://a.XN--nxasmq6b/", false),
+            ("http://[::1]/", false),
+            ("HTTP://app/", false),
+            ("http://app", false),
+        ] {
+            assert_eq!(surely_parses(text), vouched, "{text}");
+        }
+        // Random texts from an alphabet full of host-parser corner cases: whatever is vouched
+        // for must parse, to a URL with a host.
+        let pieces = [
+            "a", "Z", "0", "9", "x", "n", "-", "_", ".", ":", "xn--", "0x", "ff", "65535", "65536",
+            "1", "/", "%", "?", "#", "\\", "@", " ", "é",
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut vouched = 0;
+        for _ in 0..200_000 {
+            let mut text = String::from(if next() % 2 == 0 {
+                "http://"
+            } else {
+                "https://"
+            });
+            for _ in 0..(1 + next() % 8) {
+                text.push_str(pieces[(next() % pieces.len() as u64) as usize]);
+            }
+            text.push('/');
+            if surely_parses(&text) {
+                vouched += 1;
+                assert!(
+                    parse_url(&text).is_some(),
+                    "vouched for but unparsable: {text}"
+                );
+            }
+        }
+        assert!(
+            vouched > 1000,
+            "the generator rarely makes plain hosts: {vouched}"
         );
     }
 
