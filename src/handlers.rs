@@ -39,7 +39,6 @@ pub struct LogInfo {
 struct Ctx<'a> {
     outpost: &'a Outpost,
     rt: &'a Runtime,
-    trusted: bool,
     /// Whether the request line will be logged (so [`LogInfo`] is worth building).
     log: bool,
 }
@@ -79,7 +78,13 @@ pub async fn handle(outpost: &Outpost, parts: Parts, peer: SocketAddr) -> Respon
         Route::Auth(f) => Some(f),
         _ => None,
     };
-    let host = request_host(&parts, trusted, flavour).unwrap_or_default();
+    // A check is parsed once, here: its original URL also names the application.
+    let req = flavour.map(|f| AuthRequest::parse(f, &parts, trusted));
+    let host = match &req {
+        Some(r) => r.host(&parts, trusted),
+        None => request_host(&parts, trusted, None),
+    }
+    .unwrap_or_default();
     let Some(app) = rt.apps.lookup(host).cloned() else {
         tracing::debug!(host, "no application for this host");
         return with_log(respond::no_app(host), "", "no_app", "");
@@ -101,7 +106,6 @@ pub async fn handle(outpost: &Outpost, parts: Parts, peer: SocketAddr) -> Respon
     let ctx = Ctx {
         outpost,
         rt: &rt,
-        trusted,
         log: rt.settings.log_requests
             || tracing::enabled!(target: "ak_outpost::server", tracing::Level::DEBUG),
     };
@@ -126,7 +130,10 @@ pub async fn handle(outpost: &Outpost, parts: Parts, peer: SocketAddr) -> Respon
         // hyper keeps per connection, stays small.
         Route::Callback => Box::pin(callback(&ctx, &app, &parts.headers, query)).await,
         Route::SignOut => Box::pin(sign_out(&app, &parts.headers)).await,
-        Route::Auth(flavour) => auth(&ctx, &app, &parts, flavour).await,
+        Route::Auth(_) => match req {
+            Some(req) => auth(&ctx, &app, &parts, req).await,
+            None => respond::text(StatusCode::NOT_FOUND, "404 page not found"),
+        },
         _ => respond::text(StatusCode::NOT_FOUND, "404 page not found"),
     }
 }
@@ -178,9 +185,9 @@ async fn auth(
     ctx: &Ctx<'_>,
     app: &Arc<Application>,
     parts: &Parts,
-    flavour: Flavour,
+    req: AuthRequest<'_>,
 ) -> Response<Body> {
-    let req = AuthRequest::parse(flavour, parts, ctx.trusted);
+    let flavour = req.flavour;
     if matches!(flavour, Flavour::Traefik | Flavour::Caddy)
         && let Ok(u) = &req.original
         && let Some(sig) = signature(u.raw_query().unwrap_or_default())

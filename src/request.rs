@@ -81,6 +81,12 @@ impl<'a> OriginalUrl<'a> {
         &self.text
     }
 
+    /// The `host[:port]` part, as sent.
+    pub fn authority(&self) -> &str {
+        let rest = self.text.split_once("://").map_or("", |(_, r)| r);
+        rest.split('/').next().unwrap_or_default()
+    }
+
     /// The query as sent (before any `#`), without parsing the URL.
     pub fn raw_query(&self) -> Option<&str> {
         let before_fragment = self.text.split('#').next().unwrap_or_default();
@@ -118,38 +124,45 @@ fn surely_parses(text: &str) -> bool {
             None => return false,
         },
     };
-    let Some(slash) = rest.find('/') else {
+    let Some(slash) = rest.bytes().position(|b| b == b'/') else {
         return false;
     };
-    let authority = &rest[..slash];
-    let (host, port) = match authority.split_once(':') {
-        Some((h, p)) => (h, Some(p)),
+    let authority = rest[..slash].as_bytes();
+    let (host, port) = match authority.iter().position(|&b| b == b':') {
+        Some(i) => (&authority[..i], Some(&authority[i + 1..])),
         None => (authority, None),
     };
-    if let Some(p) = port
-        && !(p.len() <= 5
-            && !p.is_empty()
-            && p.bytes().all(|b| b.is_ascii_digit())
-            && p.parse::<u32>().is_ok_and(|n| n <= 65535))
-    {
-        return false;
+    if let Some(p) = port {
+        if !(1..=5).contains(&p.len()) {
+            return false;
+        }
+        // At most five digits: no overflow.
+        let n = p.iter().try_fold(0u32, |n, &b| {
+            b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0'))
+        });
+        if n.is_none_or(|n| n > 65535) {
+            return false;
+        }
     }
-    let mut last = "";
-    for label in host.split('.') {
-        if label.is_empty()
-            || label
-                .as_bytes()
-                .get(..4)
+    // One pass over the host: label boundaries, allowed bytes, `xn--` prefixes.
+    let mut label_start = 0;
+    for (i, &b) in host.iter().enumerate() {
+        if b == b'.' {
+            if i == label_start {
+                return false;
+            }
+            label_start = i + 1;
+        } else if !(b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return false;
+        } else if i == label_start
+            && host
+                .get(i..i + 4)
                 .is_some_and(|p| p.eq_ignore_ascii_case(b"xn--"))
-            || !label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
             return false;
         }
-        last = label;
     }
-    last.as_bytes().first().is_some_and(u8::is_ascii_alphabetic)
+    host.get(label_start).is_some_and(u8::is_ascii_alphabetic)
 }
 
 /// A forward-auth check, parsed.
@@ -159,7 +172,8 @@ pub struct AuthRequest<'a> {
     /// The URL the user asked the reverse proxy for.
     pub original: Result<OriginalUrl<'a>, ForwardError>,
     /// A browser page navigation (may be redirected to a login page); other requests
-    /// (fetch/XHR, API clients) get 401 instead.
+    /// (fetch/XHR, API clients) get 401 instead. Always false for nginx, which never gets a
+    /// redirect.
     pub navigation: bool,
     /// A CORS preflight (`OPTIONS` with `Access-Control-Request-Method`); browsers send no
     /// cookies with it.
@@ -274,9 +288,16 @@ fn lower_http_scheme(scheme: &str) -> Option<&'static str> {
 
 /// A plain `host[:port]` and a path that starts with `/` and has no control characters.
 fn parts_ok(host: &str, path_and_query: &str) -> bool {
-    path_and_query.starts_with('/')
-        && is_plain_authority(host)
-        && !path_and_query.chars().any(char::is_control)
+    path_and_query.starts_with('/') && is_plain_authority(host) && !has_control(path_and_query)
+}
+
+/// Whether `s` has a control character (C0, DEL or C1); byte by byte while it is ASCII.
+fn has_control(s: &str) -> bool {
+    if s.is_ascii() {
+        s.bytes().any(|b| b.is_ascii_control())
+    } else {
+        s.chars().any(char::is_control)
+    }
 }
 
 /// Checks an absolute `http(s)://host[:port]/path?query` strictly (see [`absolute`]).
@@ -325,10 +346,23 @@ impl<'a> AuthRequest<'a> {
         AuthRequest {
             flavour,
             original,
-            navigation: is_navigation(method, h),
+            // nginx's auth_request passes only the status on (its error_page starts the
+            // login), so an nginx check is never answered with a redirect.
+            navigation: flavour != Flavour::Nginx && is_navigation(method, h),
             preflight: method.eq_ignore_ascii_case("OPTIONS")
                 && header_str(h, ACCESS_CONTROL_REQUEST_METHOD).is_some(),
         }
+    }
+
+    /// The host that selects the application: for nginx the original URL's (already checked
+    /// here), else as [`request_host`] says.
+    pub fn host<'p>(&'p self, parts: &'p Parts, trusted: bool) -> Option<&'p str> {
+        if self.flavour == Flavour::Nginx
+            && let Ok(u) = &self.original
+        {
+            return Some(u.authority());
+        }
+        request_host(parts, trusted, Some(self.flavour))
     }
 
     /// nginx: `X-Original-URL` (absolute) first — the header the documented configs set — and

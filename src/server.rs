@@ -14,6 +14,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 use crate::handlers::{self, LogInfo};
 use crate::outpost::Outpost;
@@ -146,8 +147,16 @@ async fn answer(
     let method = parts.method.clone();
     // Cloning the URI shares its buffer; no copy of the path on the hot path.
     let uri = parts.uri.clone();
+    // A span per request (method, path without the query, peer), so events logged while
+    // answering carry them. Debug level: at the default level it is never created and costs a
+    // level check.
+    let span = tracing::debug_span!("request", %method, path = uri.path(), peer = %peer.ip());
     let mut resp = match kind {
-        Listener::Http => handlers::handle(&outpost, parts, peer).await,
+        Listener::Http => {
+            handlers::handle(&outpost, parts, peer)
+                .instrument(span)
+                .await
+        }
         Listener::Metrics => crate::metrics::handle(&outpost, &parts),
     };
     let info = resp.extensions_mut().remove::<LogInfo>();
