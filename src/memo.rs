@@ -39,7 +39,7 @@ pub struct Opened {
     /// The app whose key opened it.
     app: Arc<Application>,
     /// The exact value.
-    value: Box<str>,
+    value: Box<[u8]>,
     /// For header authentication: the cached upstream answer this entry was built from.
     pub source: Option<Arc<HeaderIdentity>>,
     pub session: Arc<Session>,
@@ -68,31 +68,31 @@ impl SessionMemo {
         }
     }
 
-    fn slot(&self, value: &str) -> &ArcSwapOption<Opened> {
-        let b = value.as_bytes();
-        let tail = &b[b.len().saturating_sub(TAIL)..];
+    fn slot(&self, value: &[u8]) -> &ArcSwapOption<Opened> {
+        let tail = &value[value.len().saturating_sub(TAIL)..];
         let i = self.hasher.hash_one(tail) as usize & (SLOTS - 1);
         &self.slots[i]
     }
 
     /// The entry for exactly this value of this app, if remembered.
-    pub fn get(&self, app: &Arc<Application>, value: &str) -> Option<Arc<Opened>> {
+    pub fn get(&self, app: &Arc<Application>, value: impl AsRef<[u8]>) -> Option<Arc<Opened>> {
+        let value = value.as_ref();
         let guard = self.slot(value).load();
         let e = guard.as_ref()?;
-        (Arc::ptr_eq(&e.app, app) && same_bytes(e.value.as_bytes(), value.as_bytes()))
-            .then(|| Arc::clone(e))
+        (Arc::ptr_eq(&e.app, app) && same_bytes(&e.value, value)).then(|| Arc::clone(e))
     }
 
     /// Remembers what `value` opened to, replacing whatever shared its slot.
     pub fn put(
         &self,
         app: &Arc<Application>,
-        value: &str,
+        value: impl AsRef<[u8]>,
         source: Option<Arc<HeaderIdentity>>,
         session: Arc<Session>,
         token_key: [u8; 32],
         prepared: Arc<Prepared>,
     ) {
+        let value = value.as_ref();
         if value.is_empty() || value.len() > MAX_VALUE_LEN {
             return;
         }

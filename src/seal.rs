@@ -56,8 +56,8 @@ impl Sealer {
     }
 
     /// Opens a sealed value; `None` for anything tampered, truncated, foreign or malformed.
-    pub fn unseal(&self, aad: &[u8], sealed: &str) -> Option<Vec<u8>> {
-        let mut raw = URL_SAFE_NO_PAD.decode(sealed.trim().as_bytes()).ok()?;
+    pub fn unseal(&self, aad: &[u8], sealed: impl AsRef<[u8]>) -> Option<Vec<u8>> {
+        let mut raw = URL_SAFE_NO_PAD.decode(sealed.as_ref().trim_ascii()).ok()?;
         if raw.len() < NONCE_LEN + TAG_LEN {
             return None;
         }

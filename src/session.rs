@@ -239,48 +239,74 @@ pub enum CookieState {
 
 /// Session cookies of one request: the joined value and how many chunk cookies were sent.
 pub struct SessionCookies<'a> {
-    /// Borrowed from the header when the session fits in one cookie.
-    pub value: Option<Cow<'a, str>>,
+    /// The sealed value's bytes, borrowed from the header when the session fits in one
+    /// cookie. Not checked to be text: unsealing accepts only base64url.
+    pub value: Option<Cow<'a, [u8]>>,
     pub chunks_sent: usize,
+}
+
+/// The `name=value` pairs of every `Cookie` header, as bytes (spaces around a pair and
+/// quotes around a value removed). Bytes, not text: the lines can be long (a session cookie
+/// is 1–4 KB) and are read on every check, and a value is only ever compared or unsealed.
+fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
+    headers.get_all(COOKIE).into_iter().flat_map(|h| {
+        let line = h.as_bytes();
+        let mut start = 0;
+        std::iter::from_fn(move || {
+            while start <= line.len() {
+                let end = memchr::memchr(b';', &line[start..]).map_or(line.len(), |i| start + i);
+                let pair = line[start..end].trim_ascii();
+                start = end + 1;
+                if let Some(eq) = memchr::memchr(b'=', pair) {
+                    let value = pair[eq + 1..]
+                        .strip_prefix(b"\"")
+                        .and_then(|v| v.strip_suffix(b"\""))
+                        .unwrap_or(&pair[eq + 1..]);
+                    return Some((&pair[..eq], value));
+                }
+            }
+            None
+        })
+    })
+}
+
+/// The chunk index `i` of a cookie named `{name}_{i}` (1 ≤ i < MAX_CHUNKS, no leading zero).
+fn chunk_index(cookie: &[u8], name: &str) -> Option<usize> {
+    let n = cookie.strip_prefix(name.as_bytes())?.strip_prefix(b"_")?;
+    match n {
+        [d @ b'1'..=b'9'] => Some(usize::from(d - b'0')),
+        [d @ b'1'..=b'9', e @ b'0'..=b'9'] => {
+            Some(usize::from(d - b'0') * 10 + usize::from(e - b'0'))
+        }
+        _ => None,
+    }
+    .filter(|i| *i < MAX_CHUNKS)
 }
 
 /// Collects `name`, `name_1`, `name_2`, … from every `Cookie` header.
 pub fn read_session_cookies<'a>(headers: &'a HeaderMap, name: &str) -> SessionCookies<'a> {
-    let mut parts: [Option<&str>; MAX_CHUNKS] = [None; MAX_CHUNKS];
+    let mut parts: [Option<&[u8]>; MAX_CHUNKS] = [None; MAX_CHUNKS];
     let mut sent = 0;
-    for h in headers.get_all(COOKIE) {
-        // UTF-8 rather than `to_str`'s visible-ASCII check, which costs more per byte on a
-        // long line of cookies: names are compared exactly and values must unseal.
-        let Ok(line) = std::str::from_utf8(h.as_bytes()) else {
+    for (k, v) in cookie_pairs(headers) {
+        let idx = if k == name.as_bytes() {
+            0
+        } else if let Some(i) = chunk_index(k, name) {
+            i
+        } else {
             continue;
         };
-        for pair in line.split(';') {
-            let Some((k, v)) = pair.trim().split_once('=') else {
-                continue;
-            };
-            let idx = if k == name {
-                0
-            } else if let Some(n) = k.strip_prefix(name).and_then(|r| r.strip_prefix('_')) {
-                match n.parse::<usize>() {
-                    Ok(i) if (1..MAX_CHUNKS).contains(&i) && n == i.to_string() => i,
-                    _ => continue,
-                }
-            } else {
-                continue;
-            };
-            if parts[idx].is_none() {
-                parts[idx] = Some(v.trim_matches('"'));
-                sent = sent.max(idx + 1);
-            }
+        if parts[idx].is_none() {
+            parts[idx] = Some(v);
+            sent = sent.max(idx + 1);
         }
     }
     let value = parts[0].map(|first| match parts[1] {
         None => Cow::Borrowed(first),
         Some(_) => {
-            let mut s = first.to_string();
+            let mut s = first.to_vec();
             for p in parts.iter().skip(1) {
                 match p {
-                    Some(p) => s.push_str(p),
+                    Some(p) => s.extend_from_slice(p),
                     None => break,
                 }
             }
@@ -293,23 +319,11 @@ pub fn read_session_cookies<'a>(headers: &'a HeaderMap, name: &str) -> SessionCo
     }
 }
 
-/// Reads a single named cookie.
+/// Reads a single named cookie (`None` unless its value is text).
 pub fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    for h in headers.get_all(COOKIE) {
-        // UTF-8 rather than `to_str`'s visible-ASCII check, which costs more per byte on a
-        // long line of cookies: names are compared exactly and values must unseal.
-        let Ok(line) = std::str::from_utf8(h.as_bytes()) else {
-            continue;
-        };
-        for pair in line.split(';') {
-            if let Some((k, v)) = pair.trim().split_once('=')
-                && k == name
-            {
-                return Some(v.trim_matches('"'));
-            }
-        }
-    }
-    None
+    cookie_pairs(headers)
+        .find(|(k, _)| *k == name.as_bytes())
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
 }
 
 /// Opens the session from a request, checking version and expiry.
@@ -422,7 +436,7 @@ mod tests {
     fn chunks_are_joined_in_order_and_counted() {
         let h = headers(&["x=1; n_2=c; n=a", "n_1=b; n_9=zz; n_01=no"]);
         let c = read_session_cookies(&h, "n");
-        assert_eq!(c.value.as_deref(), Some("abc"));
+        assert_eq!(c.value.as_deref(), Some(&b"abc"[..]));
         assert_eq!(c.chunks_sent, 3);
         let h = headers(&["n_1=b"]);
         let c = read_session_cookies(&h, "n");
@@ -430,7 +444,45 @@ mod tests {
         assert_eq!(c.chunks_sent, 2);
         let h = headers(&["n=a; n_2=c"]);
         let c = read_session_cookies(&h, "n");
-        assert_eq!(c.value.as_deref(), Some("a"), "a gap ends the value");
+        assert_eq!(c.value.as_deref(), Some(&b"a"[..]), "a gap ends the value");
+    }
+
+    #[test]
+    fn cookie_lines_are_split_like_browsers_send_them() {
+        let mut h = headers(&[" a=1 ;b=\"2\";;  c = ; noequals; d=x=y;", "e=\"half"]);
+        h.append(COOKIE, HeaderValue::from_bytes(b"f=\xff; g=ok").unwrap());
+        let pairs: Vec<(&[u8], &[u8])> = cookie_pairs(&h).collect();
+        let want: Vec<(&[u8], &[u8])> = vec![
+            (b"a", b"1"),
+            (b"b", b"2"),
+            (b"c ", b""),
+            (b"d", b"x=y"),
+            (b"e", b"\"half"),
+            (b"f", b"\xff"),
+            (b"g", b"ok"),
+        ];
+        assert_eq!(pairs, want);
+        assert_eq!(read_cookie(&h, "d"), Some("x=y"));
+        assert_eq!(read_cookie(&h, "f"), None, "not text");
+        assert_eq!(read_cookie(&h, "g"), Some("ok"));
+        assert_eq!(read_cookie(&h, "c "), Some(""));
+        assert_eq!(read_cookie(&h, "zz"), None);
+        assert_eq!(MAX_CHUNKS, 8, "the table below assumes 8 chunks");
+        for (name, want) in [
+            (&b"n_1"[..], Some(1)),
+            (b"n_7", Some(7)),
+            (b"n_8", None),
+            (b"n_19", None),
+            (b"n_0", None),
+            (b"n_01", None),
+            (b"n_", None),
+            (b"n_1x", None),
+            (b"n_123", None),
+            (b"m_1", None),
+            (b"n1", None),
+        ] {
+            assert_eq!(chunk_index(name, "n"), want, "{name:?}");
+        }
     }
 
     #[test]
