@@ -164,6 +164,9 @@ pub fn identity_headers(
     set_text(&mut h, AK_META_APP, &app.app_slug);
     h.insert(AK_META_VERSION, HeaderValue::from_static(META_VERSION));
     crate::extras::extra_headers(&mut h, app, &session.identity);
+    // The slot of the per-request `User-Agent`: [`allow`] replaces its value in the copy
+    // instead of adding an entry, which would grow (and rehash) the copied map every time.
+    h.insert(USER_AGENT, HeaderValue::from_static(""));
     h
 }
 
@@ -211,6 +214,24 @@ pub fn html_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allow_echoes_the_user_agent_once() {
+        let mut identity = HeaderMap::new();
+        identity.insert(AK_USERNAME, HeaderValue::from_static("alice"));
+        identity.insert(USER_AGENT, HeaderValue::from_static(""));
+        let ua = HeaderValue::from_static("curl/8");
+        for (map, sent, want) in [
+            (&identity, Some(&ua), "curl/8"),
+            (&identity, None, ""),
+            (&HeaderMap::new(), Some(&ua), "curl/8"),
+        ] {
+            let r = allow(map, sent);
+            let got: Vec<_> = r.headers().get_all(USER_AGENT).iter().collect();
+            assert_eq!(got, vec![want], "{map:?} {sent:?}");
+        }
+        assert_eq!(allow(&identity, None).headers()[AK_USERNAME], "alice");
+    }
 
     #[test]
     fn escaping() {
