@@ -3,6 +3,7 @@
 //! sealing keys, cookie names), and [`AppSet`] finds the application for a request's host in
 //! O(number of DNS labels), whatever the number of applications.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -330,8 +331,14 @@ impl AppSet {
     /// the host name alone when it is unambiguous, then the longest forward_domain cookie
     /// domain on a label boundary, then the only application if there is just one.
     pub fn lookup(&self, host: &str) -> Option<&Arc<Application>> {
-        let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
-        if let Some(&i) = self.by_key.get(&host) {
+        let host = host.trim().trim_end_matches('.');
+        // Hosts arrive lowercase almost always: no copy then.
+        let host: Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(host.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(host)
+        };
+        if let Some(&i) = self.by_key.get(host.as_ref()) {
             return self.apps.get(i);
         }
         let hostname = strip_port(&host);

@@ -54,24 +54,38 @@ pub enum ForwardError {
 #[derive(Debug, Clone)]
 pub struct OriginalUrl<'a> {
     text: Cow<'a, str>,
+    /// Where the `host[:port]` is in `text`.
+    authority: std::ops::Range<usize>,
     url: OnceLock<Option<Url>>,
 }
 
 impl<'a> OriginalUrl<'a> {
-    /// Checks `text` (already known to be `scheme://plain-authority/path` without control
-    /// characters); `None` if it does not parse as a URL with a host.
-    fn new(text: Cow<'a, str>) -> Option<Self> {
+    /// Checks `text`, already known to be `scheme://authority/path` with a lowercase http(s)
+    /// scheme, a plain authority and no control characters; `None` if it does not parse as a
+    /// URL with a host.
+    fn new(text: Cow<'a, str>, scheme_len: usize, authority_len: usize) -> Option<Self> {
+        let start = scheme_len + "://".len();
+        let authority = start..start + authority_len;
         let url = OnceLock::new();
-        if !surely_parses(&text) {
+        if !surely_parses(text.get(authority.clone())?) {
             let _ = url.set(Some(parse_url(&text)?));
         }
-        Some(OriginalUrl { text, url })
+        Some(OriginalUrl {
+            text,
+            authority,
+            url,
+        })
     }
 
     /// An already parsed URL (tests, benchmarks).
     pub fn from_url(u: Url) -> OriginalUrl<'static> {
+        let text = u.as_str().to_owned();
+        let authority = split_absolute(&text)
+            .map(|(scheme, authority, _)| scheme.len() + 3..scheme.len() + 3 + authority.len())
+            .unwrap_or(0..0);
         OriginalUrl {
-            text: Cow::Owned(u.as_str().to_owned()),
+            text: Cow::Owned(text),
+            authority,
             url: OnceLock::from(Some(u)),
         }
     }
@@ -83,8 +97,7 @@ impl<'a> OriginalUrl<'a> {
 
     /// The `host[:port]` part, as sent.
     pub fn authority(&self) -> &str {
-        let rest = self.text.split_once("://").map_or("", |(_, r)| r);
-        rest.split('/').next().unwrap_or_default()
+        self.text.get(self.authority.clone()).unwrap_or_default()
     }
 
     /// The query as sent (before any `#`), without parsing the URL.
@@ -110,24 +123,14 @@ fn parse_url(text: &str) -> Option<Url> {
     Url::parse(text).ok().filter(|u| u.host_str().is_some())
 }
 
-/// Whether `Url::parse` certainly accepts `text`, which is `scheme://authority/path` with a
-/// plain authority and no control characters: a lowercase http(s) scheme, a host of non-empty
-/// ASCII labels (letters, digits, `-`, `_`) whose last label starts with a letter (so it is
-/// never read as an IPv4 address) and none starting `xn--` (punycode, which can be invalid),
-/// and a port of at most 65535. The path cannot make the parse fail. Anything else is simply
+/// Whether `Url::parse` certainly accepts a URL with this authority, the rest being a
+/// lowercase http(s) scheme and a path without control characters (the path cannot make the
+/// parse fail): a host of non-empty ASCII labels (letters, digits, `-`, `_`) whose last label
+/// starts with a letter (so it is never read as an IPv4 address) and none starting `xn--`
+/// (punycode, which can be invalid), and a port of at most 65535. Anything else is simply
 /// parsed at once.
-fn surely_parses(text: &str) -> bool {
-    let rest = match text.strip_prefix("https://") {
-        Some(r) => r,
-        None => match text.strip_prefix("http://") {
-            Some(r) => r,
-            None => return false,
-        },
-    };
-    let Some(slash) = rest.bytes().position(|b| b == b'/') else {
-        return false;
-    };
-    let authority = rest[..slash].as_bytes();
+fn surely_parses(authority: &str) -> bool {
+    let authority = authority.as_bytes();
     let (host, port) = match authority.iter().position(|&b| b == b':') {
         Some(i) => (&authority[..i], Some(&authority[i + 1..])),
         None => (authority, None),
@@ -216,12 +219,19 @@ pub fn request_host(parts: &Parts, trusted: bool, flavour: Option<Flavour>) -> O
 
 /// The `host[:port]` of an absolute http(s) URL, if it is a plain one.
 fn url_authority(url: &str) -> Option<&str> {
-    let (scheme, rest) = url.split_once("://")?;
-    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
-        return None;
-    }
-    let authority = &rest[..rest.find('/')?];
+    let (scheme, authority, _) = split_absolute(url)?;
+    lower_http_scheme(scheme)?;
     is_plain_authority(authority).then_some(authority)
+}
+
+/// `scheme://authority/path…` split into its scheme, authority and the rest (from the first
+/// `/` after the authority); `None` without `://` after the scheme or a `/` after the
+/// authority. The scheme ends at the first `:`.
+fn split_absolute(s: &str) -> Option<(&str, &str, &str)> {
+    let colon = memchr::memchr(b':', s.as_bytes())?;
+    let rest = s[colon..].strip_prefix("://")?;
+    let slash = memchr::memchr(b'/', rest.as_bytes())?;
+    Some((&s[..colon], &rest[..slash], &rest[slash..]))
 }
 
 fn first_value(v: &str) -> &str {
@@ -272,7 +282,8 @@ fn absolute(scheme: &str, host: &str, path_and_query: &str) -> Option<OriginalUr
     if !parts_ok(host, path_and_query) {
         return None;
     }
-    OriginalUrl::new(Cow::Owned(format!("{scheme}://{host}{path_and_query}")))
+    let text = format!("{scheme}://{host}{path_and_query}");
+    OriginalUrl::new(Cow::Owned(text), scheme.len(), host.len())
 }
 
 /// `http` or `https`, whatever the case; `None` for any other scheme.
@@ -302,16 +313,15 @@ fn has_control(s: &str) -> bool {
 
 /// Checks an absolute `http(s)://host[:port]/path?query` strictly (see [`absolute`]).
 fn parse_absolute(s: &str) -> Option<OriginalUrl<'_>> {
-    let (scheme, rest) = s.split_once("://")?;
-    let slash = rest.find('/')?;
+    let (scheme, authority, path_and_query) = split_absolute(s)?;
     if matches!(scheme, "http" | "https") {
         // Already in the form `absolute` would build: keep it as it is.
-        if !parts_ok(&rest[..slash], &rest[slash..]) {
+        if !parts_ok(authority, path_and_query) {
             return None;
         }
-        return OriginalUrl::new(Cow::Borrowed(s));
+        return OriginalUrl::new(Cow::Borrowed(s), scheme.len(), authority.len());
     }
-    absolute(scheme, &rest[..slash], &rest[slash..])
+    absolute(scheme, authority, path_and_query)
 }
 
 impl<'a> AuthRequest<'a> {
@@ -456,10 +466,12 @@ mod tests {
             ],
         );
         let r = AuthRequest::parse(Flavour::Nginx, &p, true);
-        assert_eq!(
-            r.original.unwrap().as_str(),
-            "https://app.example.com/private?a=1"
-        );
+        let u = r.original.unwrap();
+        assert_eq!(u.as_str(), "https://app.example.com/private?a=1");
+        assert_eq!(u.authority(), "app.example.com");
+        assert_eq!(u.raw_query(), Some("a=1"));
+        let u = OriginalUrl::from_url(Url::parse("http://h:81/x#f?g").unwrap());
+        assert_eq!((u.authority(), u.raw_query()), ("h:81", None));
     }
 
     #[test]
@@ -546,6 +558,13 @@ mod tests {
         );
     }
 
+    /// Whether [`OriginalUrl::new`] would leave `text` unparsed.
+    fn vouched_for(text: &str) -> bool {
+        split_absolute(text).is_some_and(|(scheme, authority, _)| {
+            matches!(scheme, "http" | "https") && surely_parses(authority)
+        })
+    }
+
     #[test]
     fn urls_left_unparsed_are_ones_the_parser_accepts() {
         for (text, vouched) in [
@@ -565,7 +584,7 @@ mod tests {
             ("HTTP://app/", false),
             ("http://app", false),
         ] {
-            assert_eq!(surely_parses(text), vouched, "{text}");
+            assert_eq!(vouched_for(text), vouched, "{text}");
         }
         // Random texts from an alphabet full of host-parser corner cases: whatever is vouched
         // for must parse, to a URL with a host.
@@ -591,7 +610,7 @@ mod tests {
                 text.push_str(pieces[(next() % pieces.len() as u64) as usize]);
             }
             text.push('/');
-            if surely_parses(&text) {
+            if vouched_for(&text) {
                 vouched += 1;
                 assert!(
                     parse_url(&text).is_some(),
@@ -649,10 +668,9 @@ mod tests {
         ];
         let p = parts("/outpost.goauthentik.io/auth/traefik", &full);
         let r = AuthRequest::parse(Flavour::Traefik, &p, true);
-        assert_eq!(
-            r.original.unwrap().as_str(),
-            "https://app.example.com/path?q=1"
-        );
+        let u = r.original.unwrap();
+        assert_eq!(u.as_str(), "https://app.example.com/path?q=1");
+        assert_eq!(u.authority(), "app.example.com");
         let p = parts("/outpost.goauthentik.io/auth/traefik", &full[..2]);
         assert_eq!(
             AuthRequest::parse(Flavour::Traefik, &p, true).original,
