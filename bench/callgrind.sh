@@ -4,30 +4,45 @@
 # Called by bench/run.sh (which has the IdP, a session and the config ready):
 #
 #   callgrind.sh <outpost binary> <config yaml> <port> <csv> <app host> <original url> \
-#                <cookie> <access token>
+#                <cookie> <access token> [<floor binary> <headers file> <floor port>]
 #
 # Starts the outpost under `valgrind --tool=callgrind` (listening on <port>, as the config
 # says), and for (b) valid cookie, (c) no cookie and (d) Bearer header: a 2 s warm-up with
 # wrk (4 connections; the first check of a cookie or token is not what is counted), zeroes
 # the counters, runs wrk for 4 s, dumps, and appends
-# `target,instructions_per_request,requests,binary` to <csv>. With CALLGRIND_KEEP=<dir>, each
+# `target,instructions_per_request,requests,binary` to <csv>. With a floor binary and a headers
+# file, (a') the floor answering with those headers (the outpost's (b) response) is counted
+# the same way, for (b)'s request: what (b) spends beyond it is the outpost's own work.
+# With CALLGRIND_KEEP=<dir>, each
 # target's dump is also kept there as <target>.callgrind (for callgrind_annotate).
 set -euo pipefail
 BIN="$1" YAML="$2" PORT="$3" CSV="$4" HOST="$5" ORIGINAL="$6" COOKIE="$7" ACCESS="$8"
+FLOOR_BIN="${9:-}" FLOOR_HEADERS="${10:-}" FLOOR_PORT="${11:-}"
 WRK_CPU="${WRK_CPU:-0}" SERVER_CPU="${SERVER_CPU:-1}"
 DIR="$(mktemp -d /tmp/ak-callgrind.XXXXXX)"
 URL="http://127.0.0.1:$PORT/outpost.goauthentik.io/auth/nginx"
 
-taskset -c "$SERVER_CPU" valgrind --tool=callgrind --callgrind-out-file="$DIR/cg.out" \
-  "$BIN" --config "$YAML" >"$DIR/stdout" 2>"$DIR/stderr" &
-VG=$!
-cleanup() { kill -TERM "$VG" 2>/dev/null || true; wait "$VG" 2>/dev/null || true; rm -rf "$DIR"; }
+VG=""
+cleanup() {
+  [[ -n "$VG" ]] && { kill -TERM "$VG" 2>/dev/null || true; wait "$VG" 2>/dev/null || true; }
+  rm -rf "$DIR"
+}
 trap cleanup EXIT
-for _ in $(seq 600); do
-  [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/outpost.goauthentik.io/ready")" == 200 ]] && break
-  kill -0 "$VG" 2>/dev/null || { cat "$DIR/stderr" >&2; echo "callgrind: the outpost exited" >&2; exit 1; }
-  sleep 0.1
-done
+start() { # ready-url out-name command... : runs the command under callgrind until ready-url is 200
+  local ready="$1" name="$2"; shift 2
+  taskset -c "$SERVER_CPU" valgrind --tool=callgrind --callgrind-out-file="$DIR/$name" \
+    "$@" >"$DIR/stdout" 2>"$DIR/stderr" &
+  VG=$!
+  for _ in $(seq 600); do
+    [[ "$(curl -s -o /dev/null -w '%{http_code}' "$ready")" == 200 ]] && return 0
+    kill -0 "$VG" 2>/dev/null || { cat "$DIR/stderr" >&2; echo "callgrind: $1 exited" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "callgrind: $* never became ready" >&2; exit 1
+}
+stop() { kill -TERM "$VG" 2>/dev/null || true; wait "$VG" 2>/dev/null || true; VG=""; }
+start "http://127.0.0.1:$PORT/outpost.goauthentik.io/ready" cg.out "$BIN" --config "$YAML"
+OUT_NAME=cg.out
 
 H=(-H "Host: $HOST" -H "X-Original-URL: $ORIGINAL" -H "User-Agent: wrk" -H "Accept: text/html")
 dumps=0
@@ -39,7 +54,7 @@ measure() { # target [wrk -H args...]
   n="$(taskset -c "$WRK_CPU" wrk -t1 -c4 -d4s "${H[@]}" "$@" "$URL" | awk '/requests in/{print $1}')"
   callgrind_control -d "$VG" >/dev/null
   dumps=$((dumps + 1))
-  local f="$DIR/cg.out.$dumps" total=""
+  local f="$DIR/$OUT_NAME.$dumps" total=""
   for _ in $(seq 100); do
     total="$(sed -n 's/^totals: *\([0-9]*\).*/\1/p' "$f" 2>/dev/null || true)"
     [[ -n "$total" ]] && break
@@ -53,3 +68,11 @@ measure() { # target [wrk -H args...]
 measure b_cookie_cached -H "Cookie: $COOKIE"
 measure c_no_cookie
 measure d_bearer_hit -H "Authorization: Bearer $ACCESS"
+stop
+if [[ -n "$FLOOR_BIN" ]]; then
+  start "http://127.0.0.1:$FLOOR_PORT/" floor.out "$FLOOR_BIN" "127.0.0.1:$FLOOR_PORT" "$FLOOR_HEADERS"
+  OUT_NAME=floor.out dumps=0 BIN="$FLOOR_BIN"
+  URL="http://127.0.0.1:$FLOOR_PORT/outpost.goauthentik.io/auth/nginx"
+  measure a2_floor_same_response -H "Cookie: $COOKIE"
+  stop
+fi

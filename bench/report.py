@@ -299,10 +299,14 @@ def cmd_report(out, quick, duration):
     md_table(md, ["memory / start-up", "value", "note"], ["---", "---:", "---"],
              [[r["what"], mem_value(r), r["note"]] for r in mem])
     cg = load_csv(os.path.join(out, "callgrind.csv"))
+    cg_rows = [[LABELS.get(r["target"], r["target"]), f"{int(r['instructions_per_request']):,}", f"{int(r['requests']):,}"]
+               for r in cg]
+    by_target = {r["target"]: int(r["instructions_per_request"]) for r in cg}
+    if "b_cookie_cached" in by_target and "a2_floor_same_response" in by_target:
+        own = by_target["b_cookie_cached"] - by_target["a2_floor_same_response"]
+        cg_rows.append(["(b) minus (a′): the outpost's own work per check", f"{own:,}", "–"])
     md_table(md, ["instructions per request (callgrind, `bench/callgrind.sh`; machine load does not move these)",
-                  "count", "requests counted"], ["---", "---:", "---:"],
-             [[LABELS.get(r["target"], r["target"]), f"{int(r['instructions_per_request']):,}", f"{int(r['requests']):,}"]
-              for r in cg])
+                  "count", "requests counted"], ["---", "---:", "---:"], cg_rows)
     md_table(md, ["micro-benchmark (criterion, `benches/auth_path.rs`)", "median"], ["---", "---:"],
              [[f"`{r['benchmark']}`", fmt_ns(float(r["median_ns"]))] for r in micro])
     md_table(md, ["target (issue)", "measured", "met"], ["---", "---:", ":-:"],

@@ -352,12 +352,13 @@ echo "floor_hwm_direct_load,$hwm,KiB,floor VmHWM after its runs" >>"$MEM_CSV"
 # CALLGRIND_BIN=<path> counts another build (an older commit's, say) with the same session.
 rm -f "$OUT/callgrind.csv"
 if [[ "${SKIP_CALLGRIND:-0}" != 1 ]]; then
-  log "instructions per request under callgrind (b, c, d)"
+  log "instructions per request under callgrind (b, c, d, and a' for comparison)"
   echo "target,instructions_per_request,requests,binary" >"$OUT/callgrind.csv"
   CG_PORT="$(free_port)"
   outpost_yaml "$CG_PORT" 60s >"$WORK/outpost-cg.yaml"
   WRK_CPU="$WRK_CPU" SERVER_CPU="$SERVER_CPU" bash "$BENCH/callgrind.sh" "${CALLGRIND_BIN:-$OUTPOST_BIN}" \
-    "$WORK/outpost-cg.yaml" "$CG_PORT" "$OUT/callgrind.csv" "$APP_HOST" "$ORIGINAL" "$COOKIE" "$ACCESS"
+    "$WORK/outpost-cg.yaml" "$CG_PORT" "$OUT/callgrind.csv" "$APP_HOST" "$ORIGINAL" "$COOKIE" "$ACCESS" \
+    "$FLOOR_BIN" "$WORK/b-response.txt" "$(free_port)"
 fi
 
 # --- 7. nginx auth_request: outpost vs floor, keepalive and not -------------------------------

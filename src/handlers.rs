@@ -316,7 +316,16 @@ async fn check_session(
     if !(bearer && app.extras.bearer_header || !bearer && app.extras.basic_header) {
         return from_cookie;
     }
-    match app.oidc.header_auth(authz, app.extras.basic_header).await {
+    // A remembered header already knows its cache key: no hashing of the token per request.
+    let remembered = ctx.rt.header_memo.get(app, authz);
+    let key = remembered
+        .as_ref()
+        .map_or_else(|| token_key(authz), |hit| hit.token_key);
+    match app
+        .oidc
+        .header_auth_keyed(key, authz, app.extras.basic_header)
+        .await
+    {
         Ok(Some(h)) => {
             if h.identity
                 .sid
@@ -327,7 +336,7 @@ async fn check_session(
             }
             // The same header as before, answered by the same cached upstream check: reuse
             // the session, headers and cookie built then.
-            if let Some(hit) = ctx.rt.header_memo.get(app, authz)
+            if let Some(hit) = remembered
                 && hit.source.as_ref().is_some_and(|s| Arc::ptr_eq(s, &h))
             {
                 return SessionCheck::Valid {
@@ -352,7 +361,7 @@ async fn check_session(
                 authz,
                 Some(h),
                 Arc::clone(&session),
-                token_key(&session.access_token),
+                key,
                 Arc::clone(&prepared),
             );
             SessionCheck::Valid {

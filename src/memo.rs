@@ -43,7 +43,9 @@ pub struct Opened {
     /// For header authentication: the cached upstream answer this entry was built from.
     pub source: Option<Arc<HeaderIdentity>>,
     pub session: Arc<Session>,
-    /// `oidc::token_key` of the session's access token.
+    /// The key (`oidc::token_key`) of the cached upstream answer every hit consults: of the
+    /// session's access token for a cookie, of the whole header for an `Authorization` value.
+    /// A hit matched the value byte for byte, so this is the key the value would hash to.
     pub token_key: [u8; 32],
     pub prepared: Arc<Prepared>,
 }

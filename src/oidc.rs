@@ -823,12 +823,13 @@ impl OidcClient {
     /// cache TTL, failures for a few seconds). Bearer tokens are introspected; Basic
     /// credentials are exchanged with the client_credentials grant (authentik app passwords;
     /// user `goauthentik.io/token` carries a bearer token as its password).
-    pub async fn header_auth(
+    /// `key` is the header's [`token_key`] (the caller may know it already).
+    pub async fn header_auth_keyed(
         &self,
+        key: [u8; 32],
         header: &str,
         allow_basic: bool,
     ) -> Result<Option<Arc<HeaderIdentity>>, Arc<OidcError>> {
-        let key = token_key(header);
         let entry = match self.header_cache.get(&key).await {
             Some(e) => e,
             None => Box::pin(self.header_auth_miss(key, header, allow_basic)).await?,
