@@ -114,6 +114,7 @@ fn application(oidc: Arc<OidcClient>) -> Arc<Application> {
     )
     .unwrap();
     Arc::new(Application {
+        metrics: ak_outpost::metrics::host_metrics(&spec.host_key()),
         provider_name: spec.name.clone(),
         app_slug: spec.name.clone(),
         spec,
@@ -251,7 +252,7 @@ fn benches(c: &mut Criterion) {
     let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
     let no_cookie = auth_request(None);
     let check_once = |p: &http::request::Parts| {
-        handlers::handle(&outpost, p.clone(), peer)
+        handlers::handle(&outpost, p.clone(), peer, &mut None)
             .now_or_never()
             .expect("a cached check never waits")
     };
@@ -261,7 +262,7 @@ fn benches(c: &mut Criterion) {
         b.iter_batched(
             || parts.clone(),
             |p| {
-                handlers::handle(&outpost, p, peer)
+                handlers::handle(&outpost, p, peer, &mut None)
                     .now_or_never()
                     .expect("a cached check never waits")
             },
@@ -272,7 +273,7 @@ fn benches(c: &mut Criterion) {
         b.iter_batched(
             || no_cookie.clone(),
             |p| {
-                handlers::handle(&outpost, p, peer)
+                handlers::handle(&outpost, p, peer, &mut None)
                     .now_or_never()
                     .expect("no I/O without a cookie")
             },

@@ -155,14 +155,14 @@ impl AppSpec {
         host_key(&self.external_host)
     }
 
-    /// Whether an unauthenticated request for `url` may pass (skip_path_regex). Single mode
-    /// tests the normalised path, domain mode `scheme://host[:port]/path`; the query is never
-    /// part of the test string, and a path that cannot be normalised never matches.
     /// Whether any path is public (checks of other apps never need the URL parsed).
     pub fn has_skip_paths(&self) -> bool {
         !self.skip_paths.is_empty()
     }
 
+    /// Whether an unauthenticated request for `url` may pass (skip_path_regex). Single mode
+    /// tests the normalised path, domain mode `scheme://host[:port]/path`; the query is never
+    /// part of the test string, and a path that cannot be normalised never matches.
     pub fn is_skipped(&self, url: &Url) -> bool {
         if self.skip_paths.is_empty() {
             return false;
@@ -266,6 +266,8 @@ pub struct Application {
     pub app_slug: String,
     /// Extra behaviour only authentik providers have.
     pub extras: AppExtras,
+    /// Its request histograms (`host` label: the external host).
+    pub metrics: Arc<crate::metrics::HostMetrics>,
 }
 
 /// Provider features beyond the standalone set (authentik mode).
@@ -528,6 +530,7 @@ pub(crate) mod tests {
             provider_name: String::new(),
             app_slug: String::new(),
             extras: AppExtras::default(),
+            metrics: crate::metrics::host_metrics(host),
         })
     }
 

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::header::{AUTHORIZATION, HeaderMap, USER_AGENT};
+use http::header::{AUTHORIZATION, COOKIE, HeaderMap, PROXY_AUTHORIZATION, USER_AGENT};
 use http::request::Parts;
 use http::{Response, StatusCode};
 use url::Url;
@@ -16,6 +16,7 @@ use crate::login::{
     BINDING_TTL_SECS, LoginState, MAX_ATTEMPTS, StateError, binding_cookie_name, binding_hash,
     is_binding_value,
 };
+use crate::metrics::HostMetrics;
 use crate::oidc::{OidcError, RefreshOutcome, pkce_pair, random_token, token_key, unix_now};
 use crate::outpost::{Outpost, Runtime};
 use crate::paths::{CALLBACK_SIGNATURE, LOGOUT_SIGNATURE, Route, START_PATH};
@@ -41,6 +42,8 @@ struct Ctx<'a> {
     rt: &'a Runtime,
     /// Whether the request line will be logged (so [`LogInfo`] is worth building).
     log: bool,
+    /// The TCP peer.
+    peer: SocketAddr,
 }
 
 impl Ctx<'_> {
@@ -62,7 +65,14 @@ impl Ctx<'_> {
 }
 
 /// Answers one request on the HTTP listener.
-pub async fn handle(outpost: &Outpost, parts: Parts, peer: SocketAddr) -> Response<Body> {
+/// Answers one request on the outpost listener. `answered_by` is set to the histograms of
+/// the application the request was for, once known.
+pub async fn handle(
+    outpost: &Outpost,
+    parts: Parts,
+    peer: SocketAddr,
+    answered_by: &mut Option<Arc<HostMetrics>>,
+) -> Response<Body> {
     let route = Route::from_path(parts.uri.path());
     match route {
         Route::Ping => return respond::empty(StatusCode::NO_CONTENT),
@@ -89,6 +99,7 @@ pub async fn handle(outpost: &Outpost, parts: Parts, peer: SocketAddr) -> Respon
         tracing::debug!(host, "no application for this host");
         return with_log(respond::no_app(host), "", "no_app", "");
     };
+    *answered_by = Some(Arc::clone(&app.metrics));
     if app.spec.mode == Mode::Proxy {
         return with_log(
             respond::error_page(
@@ -108,6 +119,7 @@ pub async fn handle(outpost: &Outpost, parts: Parts, peer: SocketAddr) -> Respon
         rt: &rt,
         log: rt.settings.log_requests
             || tracing::enabled!(target: "ak_outpost::server", tracing::Level::DEBUG),
+        peer,
     };
     let query = parts.uri.query().unwrap_or_default();
     // Like authentik, a callback or sign-out signature in the query wins over the path, except
@@ -279,6 +291,9 @@ async fn auth(
                 flavour = flavour.as_str(),
                 "reverse proxy sent no usable original URL (X-Original-URL / X-Forwarded-*)"
             );
+            ctx.outpost.report(name, || {
+                misconfiguration_event(&ctx.rt.settings.outpost_name, app, parts, flavour, ctx.peer)
+            });
             respond::text(StatusCode::INTERNAL_SERVER_ERROR, "configuration error")
         }
     };
@@ -294,6 +309,49 @@ async fn auth(
         Decision::Misconfigured => "misconfigured",
     };
     ctx.logged(resp, name, outcome, "")
+}
+
+/// authentik's `configuration_error` event for a check whose original URL is unknown. The
+/// request's headers go along (first value of each, as authentik sends them) except
+/// credentials, which are replaced: the event log is no place for session cookies.
+fn misconfiguration_event(
+    outpost_name: &str,
+    app: &Application,
+    parts: &Parts,
+    flavour: Flavour,
+    peer: SocketAddr,
+) -> serde_json::Value {
+    let proxy = match flavour {
+        Flavour::Nginx => "nginx",
+        Flavour::Traefik => "Traefik",
+        Flavour::Caddy => "Caddy",
+        Flavour::Envoy => "Envoy",
+    };
+    let mut headers = serde_json::Map::new();
+    for name in parts.headers.keys() {
+        let secret = [COOKIE, AUTHORIZATION, PROXY_AUTHORIZATION].contains(name);
+        let value = match parts.headers.get(name).map(|v| v.to_str()) {
+            _ if secret => "(redacted)".to_string(),
+            Some(Ok(v)) => v.to_string(),
+            _ => "(not text)".to_string(),
+        };
+        headers.insert(name.as_str().to_string(), value.into());
+    }
+    serde_json::json!({
+        "action": "configuration_error",
+        "app": "authentik.providers.proxy",
+        "client_ip": peer.ip().to_string(),
+        "context": {
+            "message": format!(
+                "Outpost {outpost_name} (Provider {}) failed to detect a forward URL from {proxy}",
+                app.provider_name
+            ),
+            "provider": app.provider_name,
+            "outpost": outpost_name,
+            "url": parts.uri.to_string(),
+            "headers": headers,
+        },
+    })
 }
 
 /// Finds the request's session: the cookie first, then (if the app accepts them) an

@@ -1,12 +1,19 @@
-//! Prometheus metrics on the metrics listener, with authentik's metric names: a request
-//! duration histogram by endpoint type, plus liveness and readiness on the same listener.
-//! Counters are plain atomics: no lock and no allocation on the request path.
+//! Prometheus metrics on the metrics listener, with authentik's metric names and labels: a
+//! request duration histogram by `outpost_name`, `method`, `host` and `type`, plus liveness
+//! and readiness on the same listener. Counters are plain atomics: no lock and no allocation
+//! on the request path.
+//!
+//! Label values are bounded whatever clients send: `host` is the external host of the
+//! application that answered (empty when none did), not the request's `Host`, and `method`
+//! is one of the common methods or `OTHER`. Each configured host's histograms are made when
+//! the configuration is loaded and kept across reloads (so counters never reset on a swap).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::request::Parts;
-use http::{Response, StatusCode};
+use http::{Method, Response, StatusCode};
 
 use crate::outpost::Outpost;
 use crate::paths::{METRICS_PATH, PING_PATH, READY_PATH};
@@ -44,9 +51,45 @@ impl Histogram {
     }
 }
 
+/// The `method` label values; requests with any other method count as `OTHER`.
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER",
+];
+
+fn method_index(m: &Method) -> usize {
+    match *m {
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::PATCH => 4,
+        Method::DELETE => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
+    }
+}
+
+/// The request histograms of one `host` label value, one per method.
+pub struct HostMetrics {
+    host: String,
+    by_method: [Histogram; METHODS.len()],
+}
+
+impl HostMetrics {
+    const fn new(host: String) -> HostMetrics {
+        HostMetrics {
+            host,
+            by_method: [const { Histogram::new() }; METHODS.len()],
+        }
+    }
+}
+
 // Process-wide by nature: one set of counters per process, like a Prometheus registry.
-static APP: Histogram = Histogram::new();
-static PING: Histogram = Histogram::new();
+/// Hosts of configured applications, in the order first seen; only configuration loads add.
+static HOSTS: Mutex<Vec<Arc<HostMetrics>>> = Mutex::new(Vec::new());
+/// Requests no application answered (unknown host, the outpost's own endpoints).
+static NO_APP: HostMetrics = HostMetrics::new(String::new());
+static PING: HostMetrics = HostMetrics::new(String::new());
 static STATUS_2XX: AtomicU64 = AtomicU64::new(0);
 static STATUS_4XX: AtomicU64 = AtomicU64::new(0);
 static STATUS_5XX: AtomicU64 = AtomicU64::new(0);
@@ -66,17 +109,36 @@ pub fn set_last_update() {
 }
 
 /// Records one request.
-pub fn observe(path: &str, status: StatusCode, d: Duration) {
-    if path.starts_with(PING_PATH) {
-        PING.observe(d);
+pub fn observe(
+    path: &str,
+    method: &Method,
+    app: Option<&HostMetrics>,
+    status: StatusCode,
+    d: Duration,
+) {
+    let group = if path.starts_with(PING_PATH) {
+        &PING
     } else {
-        APP.observe(d);
-    }
+        app.unwrap_or(&NO_APP)
+    };
+    group.by_method[method_index(method)].observe(d);
     match status.as_u16() {
         200..=399 => STATUS_2XX.fetch_add(1, Ordering::Relaxed),
         400..=499 => STATUS_4XX.fetch_add(1, Ordering::Relaxed),
         _ => STATUS_5XX.fetch_add(1, Ordering::Relaxed),
     };
+}
+
+/// The histograms of the application whose external host is `host` (`name[:port]`), made
+/// on first use and shared by every later configuration with that host.
+pub fn host_metrics(host: &str) -> Arc<HostMetrics> {
+    let mut hosts = HOSTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(h) = hosts.iter().find(|h| h.host == host) {
+        return Arc::clone(h);
+    }
+    let h = Arc::new(HostMetrics::new(host.to_string()));
+    hosts.push(Arc::clone(&h));
+    h
 }
 
 /// Serves the metrics listener.
@@ -110,26 +172,23 @@ fn render(outpost: &Outpost) -> String {
         "# HELP authentik_outpost_proxy_request_duration_seconds Proxy request duration\n",
     );
     out.push_str("# TYPE authentik_outpost_proxy_request_duration_seconds histogram\n");
-    for (ty, h) in [("app", &APP), ("ping", &PING)] {
-        let labels = format!("outpost_name=\"{name}\",type=\"{ty}\"");
-        let mut cumulative = 0;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            cumulative += h.buckets[i].load(Ordering::Relaxed);
-            out.push_str(&format!(
-                "authentik_outpost_proxy_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {cumulative}\n"
-            ));
+    let hosts: Vec<Arc<HostMetrics>> = HOSTS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let groups = hosts
+        .iter()
+        .map(|h| ("app", h.as_ref()))
+        .chain([("app", &NO_APP), ("ping", &PING)]);
+    for (ty, group) in groups {
+        let host = escape_label(&group.host);
+        for (method, h) in METHODS.iter().zip(&group.by_method) {
+            let count = h.count.load(Ordering::Relaxed);
+            if count == 0 {
+                continue; // a series appears with its first request
+            }
+            let labels = format!(
+                "outpost_name=\"{name}\",method=\"{method}\",host=\"{host}\",type=\"{ty}\""
+            );
+            render_histogram(&mut out, &labels, h, count);
         }
-        let count = h.count.load(Ordering::Relaxed);
-        out.push_str(&format!(
-            "authentik_outpost_proxy_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}\n"
-        ));
-        out.push_str(&format!(
-            "authentik_outpost_proxy_request_duration_seconds_sum{{{labels}}} {}\n",
-            h.sum_us.load(Ordering::Relaxed) as f64 / 1e6
-        ));
-        out.push_str(&format!(
-            "authentik_outpost_proxy_request_duration_seconds_count{{{labels}}} {count}\n"
-        ));
     }
     out.push_str("# HELP ak_outpost_responses_total Responses by status class\n");
     out.push_str("# TYPE ak_outpost_responses_total counter\n");
@@ -183,6 +242,26 @@ fn render(outpost: &Outpost) -> String {
         "ak_outpost_token_cache_entries{{outpost_name=\"{name}\"}} {cached}\n"
     ));
     out
+}
+
+fn render_histogram(out: &mut String, labels: &str, h: &Histogram, count: u64) {
+    let mut cumulative = 0;
+    for (i, b) in BUCKETS.iter().enumerate() {
+        cumulative += h.buckets[i].load(Ordering::Relaxed);
+        out.push_str(&format!(
+            "authentik_outpost_proxy_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {cumulative}\n"
+        ));
+    }
+    out.push_str(&format!(
+        "authentik_outpost_proxy_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}\n"
+    ));
+    out.push_str(&format!(
+        "authentik_outpost_proxy_request_duration_seconds_sum{{{labels}}} {}\n",
+        h.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+    ));
+    out.push_str(&format!(
+        "authentik_outpost_proxy_request_duration_seconds_count{{{labels}}} {count}\n"
+    ));
 }
 
 fn escape_label(s: &str) -> String {

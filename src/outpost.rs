@@ -3,11 +3,12 @@
 //! a reload, nor see half of one.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
+use tokio::sync::mpsc;
 
 use crate::app::{AppExtras, AppSet, Application, cookie_name};
 use crate::config::Config;
@@ -62,7 +63,14 @@ pub struct Outpost {
     used_states: moka::sync::Cache<String, ()>,
     /// Provider sessions (`sid`) ended by the server; their cookies stop working at once.
     ended_sessions: moka::sync::Cache<String, ()>,
+    /// Where misconfiguration reports go (authentik mode: its event log), if anywhere.
+    reports: OnceLock<mpsc::Sender<serde_json::Value>>,
+    /// Applications reported recently (at most one report per application per interval).
+    reported: moka::sync::Cache<String, ()>,
 }
+
+/// The shortest time between two misconfiguration reports for one application.
+pub const REPORT_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Outpost {
     pub fn new(runtime: Runtime) -> Outpost {
@@ -76,6 +84,28 @@ impl Outpost {
                 .max_capacity(1_000_000)
                 .time_to_live(ENDED_SESSION_MEMORY)
                 .build(),
+            reports: OnceLock::new(),
+            reported: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(REPORT_INTERVAL)
+                .build(),
+        }
+    }
+
+    /// Sends misconfiguration reports to `tx` from now on (set once).
+    pub fn report_to(&self, tx: mpsc::Sender<serde_json::Value>) {
+        let _ = self.reports.set(tx);
+    }
+
+    /// Reports a misconfiguration of application `app`, unless there is nowhere to report to
+    /// or it was reported within [`REPORT_INTERVAL`]; `report` builds the report only then.
+    /// Never waits: a full queue drops the report.
+    pub fn report(&self, app: &str, report: impl FnOnce() -> serde_json::Value) {
+        let Some(tx) = self.reports.get() else {
+            return;
+        };
+        if self.reported.entry_by_ref(app).or_insert(()).is_fresh() {
+            let _ = tx.try_send(report());
         }
     }
 
@@ -161,6 +191,7 @@ impl Runtime {
                         bearer_header: true,
                         basic_header: false,
                     },
+                    metrics: crate::metrics::host_metrics(&spec.host_key()),
                 })
             })
             .collect();

@@ -151,9 +151,10 @@ async fn answer(
     // answering carry them. Debug level: at the default level it is never created and costs a
     // level check.
     let span = tracing::debug_span!("request", %method, path = uri.path(), peer = %peer.ip());
+    let mut answered_by = None;
     let mut resp = match kind {
         Listener::Http => {
-            handlers::handle(&outpost, parts, peer)
+            handlers::handle(&outpost, parts, peer, &mut answered_by)
                 .instrument(span)
                 .await
         }
@@ -161,7 +162,16 @@ async fn answer(
     };
     let info = resp.extensions_mut().remove::<LogInfo>();
     let elapsed = started.elapsed();
-    crate::metrics::observe(uri.path(), resp.status(), elapsed);
+    // The metrics listener's own requests (scrapes, readiness) are not counted, its pings are.
+    if kind == Listener::Http || uri.path().starts_with(crate::paths::PING_PATH) {
+        crate::metrics::observe(
+            uri.path(),
+            &method,
+            answered_by.as_deref(),
+            resp.status(),
+            elapsed,
+        );
+    }
     if let Some(info) = info {
         let log_all = outpost.runtime().settings.log_requests;
         if log_all {

@@ -424,6 +424,64 @@ async fn bearer_and_basic_header_auth() {
     );
 }
 
+/// A reverse proxy that sends no original URL is reported to authentik's event log (§9.4), as
+/// authentik's outpost does: a `configuration_error` event naming outpost, provider and proxy,
+/// with the request's headers except credentials; at most one per application per minute, and
+/// the check itself is a 500, never a pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misconfigured_proxies_are_reported_to_the_event_log() {
+    let s = Setup::start(Example::Plain, vec![]).await;
+    s.fa.clear_records();
+    for _ in 0..3 {
+        let r = reqwest::Client::new()
+            .get(format!(
+                "http://{}/outpost.goauthentik.io/auth/nginx",
+                s.outpost.addr
+            ))
+            .header("Host", APP_HOST)
+            .header("Cookie", "authentik_proxy_x=secret-session")
+            .header("Authorization", "Bearer secret-token")
+            .header("X-Test", "1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 500);
+        assert_eq!(r.text().await.unwrap().trim(), "configuration error");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.fa.events().is_empty() {
+        assert!(Instant::now() < deadline, "no event reached authentik");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events = s.fa.events();
+    assert_eq!(
+        events.len(),
+        1,
+        "one report per application per minute: {events:#?}"
+    );
+    let e = &events[0];
+    assert_eq!(e["action"], "configuration_error");
+    assert_eq!(e["app"], "authentik.providers.proxy");
+    assert_eq!(e["client_ip"], "127.0.0.1");
+    let c = &e["context"];
+    assert_eq!(
+        c["message"],
+        format!(
+            "Outpost fake-outpost (Provider {}) failed to detect a forward URL from nginx",
+            s.app.name
+        )
+    );
+    assert_eq!(c["provider"], s.app.name.as_str());
+    assert_eq!(c["outpost"], "fake-outpost");
+    assert_eq!(c["url"], "/outpost.goauthentik.io/auth/nginx");
+    assert_eq!(c["headers"]["x-test"], "1");
+    assert_eq!(c["headers"]["host"], APP_HOST);
+    assert_eq!(c["headers"]["cookie"], "(redacted)");
+    assert_eq!(c["headers"]["authorization"], "(redacted)");
+    assert!(!e.to_string().contains("secret-"), "{e}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forward_domain_one_login_for_every_host() {
     let s = Setup::start(Example::DomainLevel, vec![]).await;

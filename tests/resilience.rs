@@ -494,23 +494,38 @@ async fn metrics_listener_serves_prometheus_text_ping_and_readiness() {
         &idp.issuer,
         SECRET,
         60,
-        &[AppCfg::single("app", "http://app.example.test".into())],
+        &[
+            AppCfg::single("app", "http://app.example.test".into()),
+            // A second app, so that an unknown host finds none.
+            AppCfg::single("other", "http://other.example.test".into()),
+        ],
     )
     .replace("  metrics: \"\"\n", &format!("  metrics: \"{m}\"\n"));
     assert!(yaml.contains(&m.to_string()));
     let _b = Binary::start(o, &yaml).await;
     wait_ready(o).await;
     let c = reqwest::Client::new();
+    let check = |method: &[u8], host: &str| {
+        c.request(
+            reqwest::Method::from_bytes(method).unwrap(),
+            format!("http://{o}/outpost.goauthentik.io/auth/nginx"),
+        )
+        .header("Host", host)
+        .header("X-Original-URL", format!("http://{host}/x"))
+        .send()
+    };
     for _ in 0..3 {
-        let r = c
-            .get(format!("http://{o}/outpost.goauthentik.io/auth/nginx"))
-            .header("Host", "app.example.test")
-            .header("X-Original-URL", "http://app.example.test/x")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 401);
+        assert_eq!(
+            check(b"GET", "app.example.test").await.unwrap().status(),
+            401
+        );
     }
+    // Label values stay bounded: an unknown host counts under host="", an unusual method as
+    // OTHER.
+    let r = check(b"GET", "random-1234.example.test").await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = check(b"PROPFIND", "app.example.test").await.unwrap();
+    assert_eq!(r.status(), 401);
     let ping = c
         .head(format!("http://{m}/outpost.goauthentik.io/ping"))
         .send()
@@ -538,17 +553,28 @@ async fn metrics_listener_serves_prometheus_text_ping_and_readiness() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no {needle} in:\n{text}"))
     };
-    let count = line(
-        "authentik_outpost_proxy_request_duration_seconds_count{outpost_name=\"ak-outpost\",type=\"app\"}",
-    );
-    let inf = line(
-        "authentik_outpost_proxy_request_duration_seconds_bucket{outpost_name=\"ak-outpost\",type=\"app\",le=\"+Inf\"}",
-    );
-    let first = line(
-        "authentik_outpost_proxy_request_duration_seconds_bucket{outpost_name=\"ak-outpost\",type=\"app\",le=\"0.005\"}",
-    );
-    assert!(count >= 3, "{text}");
+    // authentik's label set: outpost_name, method, host (the app's external host), type.
+    let series = |method: &str, host: &str, ty: &str| {
+        format!("{{outpost_name=\"ak-outpost\",method=\"{method}\",host=\"{host}\",type=\"{ty}\"")
+    };
+    let app_get = series("GET", "app.example.test", "app");
+    let metric = "authentik_outpost_proxy_request_duration_seconds";
+    let count = line(&format!("{metric}_count{app_get}}}"));
+    let inf = line(&format!("{metric}_bucket{app_get},le=\"+Inf\"}}"));
+    let first = line(&format!("{metric}_bucket{app_get},le=\"0.005\"}}"));
+    assert_eq!(count, 3, "{text}");
     assert_eq!(inf, count);
     assert!(first <= inf, "buckets are cumulative");
+    let other = series("OTHER", "app.example.test", "app");
+    assert_eq!(line(&format!("{metric}_count{other}}}")), 1, "{text}");
+    // The unknown host and the outpost's own endpoints (/ready while starting) count under
+    // host="".
+    assert!(line(&format!("{metric}_count{}}}", series("GET", "", "app"))) >= 1);
+    assert!(!text.contains("random-1234"), "{text}");
+    assert_eq!(
+        line(&format!("{metric}_count{}}}", series("HEAD", "", "ping"))),
+        1,
+        "{text}"
+    );
     assert_eq!(line("ak_outpost_provider_ready"), 1);
 }

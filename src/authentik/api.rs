@@ -123,6 +123,7 @@ impl std::fmt::Debug for ProxyProvider {
 }
 
 /// A client for the outpost API of one authentik server.
+#[derive(Clone)]
 pub struct Api {
     http: reqwest::Client,
     /// `AUTHENTIK_HOST` with a trailing slash.

@@ -436,6 +436,7 @@ pub async fn build_runtime(
                 bearer_header: true,
                 basic_header: true,
             },
+            metrics: crate::metrics::host_metrics(&spec.host_key()),
             spec,
         }));
     }
@@ -534,6 +535,15 @@ pub async fn control(
         Arc::clone(&outpost),
         Arc::clone(&refresh),
     ));
+    // Misconfiguration reports go to authentik's event log, from a task of their own.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<serde_json::Value>(16);
+    outpost.report_to(tx);
+    let reporter = api.clone();
+    tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            reporter.configuration_error(event).await;
+        }
+    });
     let mut loader = Loader {
         http: OidcClient::http_client(env.insecure),
         api,
