@@ -64,8 +64,7 @@ impl Ctx<'_> {
     }
 }
 
-/// Answers one request on the HTTP listener.
-/// Answers one request on the outpost listener. `answered_by` is set to the histograms of
+/// Answers one request on the outpost listener (HTTP or HTTPS). `answered_by` is set to the histograms of
 /// the application the request was for, once known.
 pub async fn handle(
     outpost: &Outpost,
