@@ -267,7 +267,7 @@ pub struct Application {
     /// Extra behaviour only authentik providers have.
     pub extras: AppExtras,
     /// Its request histograms (`host` label: the external host).
-    pub metrics: Arc<crate::metrics::HostMetrics>,
+    pub metrics: &'static crate::metrics::HostMetrics,
 }
 
 /// Provider features beyond the standalone set (authentik mode).

@@ -70,7 +70,7 @@ pub async fn handle(
     outpost: &Outpost,
     parts: Parts,
     peer: SocketAddr,
-    answered_by: &mut Option<Arc<HostMetrics>>,
+    answered_by: &mut Option<&'static HostMetrics>,
 ) -> Response<Body> {
     let route = Route::from_path(parts.uri.path());
     match route {
@@ -98,7 +98,7 @@ pub async fn handle(
         tracing::debug!(host, "no application for this host");
         return with_log(respond::no_app(host), "", "no_app", "");
     };
-    *answered_by = Some(Arc::clone(&app.metrics));
+    *answered_by = Some(app.metrics);
     if app.spec.mode == Mode::Proxy {
         return with_log(
             respond::error_page(

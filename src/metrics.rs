@@ -8,8 +8,8 @@
 //! is one of the common methods or `OTHER`. Each configured host's histograms are made when
 //! the configuration is loaded and kept across reloads (so counters never reset on a swap).
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::request::Parts;
@@ -85,8 +85,10 @@ impl HostMetrics {
 }
 
 // Process-wide by nature: one set of counters per process, like a Prometheus registry.
-/// Hosts of configured applications, in the order first seen; only configuration loads add.
-static HOSTS: Mutex<Vec<Arc<HostMetrics>>> = Mutex::new(Vec::new());
+/// Hosts of configured applications, in the order first seen; only configuration loads add,
+/// and an entry lives as long as the process (so a request finds its histograms without
+/// reference counting).
+static HOSTS: Mutex<Vec<&'static HostMetrics>> = Mutex::new(Vec::new());
 /// Requests no application answered (unknown host, the outpost's own endpoints).
 static NO_APP: HostMetrics = HostMetrics::new(String::new());
 static PING: HostMetrics = HostMetrics::new(String::new());
@@ -131,13 +133,14 @@ pub fn observe(
 
 /// The histograms of the application whose external host is `host` (`name[:port]`), made
 /// on first use and shared by every later configuration with that host.
-pub fn host_metrics(host: &str) -> Arc<HostMetrics> {
+pub fn host_metrics(host: &str) -> &'static HostMetrics {
     let mut hosts = HOSTS.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(h) = hosts.iter().find(|h| h.host == host) {
-        return Arc::clone(h);
+        return h;
     }
-    let h = Arc::new(HostMetrics::new(host.to_string()));
-    hosts.push(Arc::clone(&h));
+    // Bounded by the distinct hosts ever configured; kept, like every Prometheus series.
+    let h: &'static HostMetrics = Box::leak(Box::new(HostMetrics::new(host.to_string())));
+    hosts.push(h);
     h
 }
 
@@ -172,10 +175,10 @@ fn render(outpost: &Outpost) -> String {
         "# HELP authentik_outpost_proxy_request_duration_seconds Proxy request duration\n",
     );
     out.push_str("# TYPE authentik_outpost_proxy_request_duration_seconds histogram\n");
-    let hosts: Vec<Arc<HostMetrics>> = HOSTS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let hosts: Vec<&'static HostMetrics> = HOSTS.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let groups = hosts
         .iter()
-        .map(|h| ("app", h.as_ref()))
+        .map(|h| ("app", *h))
         .chain([("app", &NO_APP), ("ping", &PING)]);
     for (ty, group) in groups {
         let host = escape_label(&group.host);

@@ -164,13 +164,7 @@ async fn answer(
     let elapsed = started.elapsed();
     // The metrics listener's own requests (scrapes, readiness) are not counted, its pings are.
     if kind == Listener::Http || uri.path().starts_with(crate::paths::PING_PATH) {
-        crate::metrics::observe(
-            uri.path(),
-            &method,
-            answered_by.as_deref(),
-            resp.status(),
-            elapsed,
-        );
+        crate::metrics::observe(uri.path(), &method, answered_by, resp.status(), elapsed);
     }
     if let Some(info) = info {
         let log_all = outpost.runtime().settings.log_requests;
