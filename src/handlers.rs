@@ -233,21 +233,24 @@ async fn auth(
                     &built
                 }
             };
-            let mut r = respond::allow(&prepared.headers, parts.headers.get(USER_AGENT));
-            if *renewed {
+            // A renewed session is stored again. The prepared cookies do unless the browser
+            // sent more chunks than they set (the extra ones must be expired). A remembered
+            // cookie's Max-Age counts from when it was built (at most the header cache TTL
+            // ago), so the browser may keep it that much longer; the session inside still
+            // ends at its own expiry.
+            let stored = prepared
+                .with_cookies
+                .as_ref()
+                .filter(|(_, n)| *renewed && cookies.chunks_sent <= *n)
+                .map(|(h, _)| h);
+            let ua = parts.headers.get(USER_AGENT);
+            let mut r = respond::allow(stored.unwrap_or(&prepared.headers), ua);
+            if *renewed && stored.is_none() {
                 // The session cookie must be the first Set-Cookie: nginx copies only that one.
-                // A remembered cookie's Max-Age counts from when it was built (at most the
-                // header cache TTL ago), so the browser may keep it that much longer; the
-                // session inside still ends at its own expiry.
-                let stored = &prepared.set_cookies;
-                if !stored.is_empty() && cookies.chunks_sent <= stored.len() {
-                    respond::add_cookies(&mut r, stored.iter().cloned());
-                } else {
-                    respond::add_cookies(
-                        &mut r,
-                        session_set_cookies(app, session, now, cookies.chunks_sent),
-                    );
-                }
+                respond::add_cookies(
+                    &mut r,
+                    session_set_cookies(app, session, now, cookies.chunks_sent),
+                );
             }
             return ctx.logged(r, name, "allow", &session.identity.username);
         }
@@ -446,17 +449,15 @@ fn prepare(
     session: &Session,
     store_at: Option<i64>,
 ) -> respond::Prepared {
-    respond::Prepared {
-        headers: respond::identity_headers(
+    respond::Prepared::new(
+        respond::identity_headers(
             app,
             session,
             &rt.settings.outpost_name,
             rt.settings.send_jwt_header,
         ),
-        set_cookies: store_at
-            .map(|now| session_set_cookies(app, session, now, 0))
-            .unwrap_or_default(),
-    }
+        store_at.map(|now| session_set_cookies(app, session, now, 0)),
+    )
 }
 
 /// Opens the session cookie and checks it upstream: renews tokens when they are about to

@@ -176,8 +176,28 @@ pub fn identity_headers(
 pub struct Prepared {
     /// [`identity_headers`].
     pub headers: HeaderMap,
-    /// `Set-Cookie` values that store the session (header authentication), if any.
-    pub set_cookies: Vec<HeaderValue>,
+    /// For header authentication: the same headers followed by the `Set-Cookie` values that
+    /// store the session (the session cookie first: nginx copies only the first), and how many
+    /// cookies those are. A whole map, so a response copies it instead of growing a copy.
+    pub with_cookies: Option<(HeaderMap, usize)>,
+}
+
+impl Prepared {
+    /// `headers`, and with `set_cookies` (if any) the map that also stores the session.
+    pub fn new(headers: HeaderMap, set_cookies: Option<Vec<HeaderValue>>) -> Prepared {
+        let with_cookies = set_cookies.filter(|c| !c.is_empty()).map(|cookies| {
+            let n = cookies.len();
+            let mut h = headers.clone();
+            for c in cookies {
+                h.append(SET_COOKIE, c);
+            }
+            (h, n)
+        });
+        Prepared {
+            headers,
+            with_cookies,
+        }
+    }
 }
 
 /// `200` for an authenticated user: the identity headers, and `User-Agent` echoing the
@@ -231,6 +251,28 @@ mod tests {
             assert_eq!(got, vec![want], "{map:?} {sent:?}");
         }
         assert_eq!(allow(&identity, None).headers()[AK_USERNAME], "alice");
+    }
+
+    #[test]
+    fn prepared_cookies_follow_the_identity_headers_in_order() {
+        let mut identity = HeaderMap::new();
+        identity.insert(AK_USERNAME, HeaderValue::from_static("alice"));
+        identity.insert(USER_AGENT, HeaderValue::from_static(""));
+        let cookies = vec![
+            HeaderValue::from_static("s=1"),
+            HeaderValue::from_static("s_1=; Max-Age=0"),
+        ];
+        let p = Prepared::new(identity.clone(), Some(cookies));
+        let (h, n) = p.with_cookies.as_ref().expect("cookies prepared");
+        assert_eq!(*n, 2);
+        let r = allow(h, Some(&HeaderValue::from_static("curl/8")));
+        let set: Vec<_> = r.headers().get_all(SET_COOKIE).iter().collect();
+        assert_eq!(set, vec!["s=1", "s_1=; Max-Age=0"], "session cookie first");
+        assert_eq!(r.headers()[USER_AGENT], "curl/8");
+        assert_eq!(r.headers()[AK_USERNAME], "alice");
+        assert_eq!(p.headers, identity, "the plain map has no cookies");
+        assert!(Prepared::new(identity.clone(), None).with_cookies.is_none());
+        assert!(Prepared::new(identity, Some(vec![])).with_cookies.is_none());
     }
 
     #[test]
