@@ -11,17 +11,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ak_outpost::app::{AppExtras, AppSet, AppSpec, Application, Mode, cookie_name};
-use ak_outpost::config::ClientAuth;
-use ak_outpost::decide::{SessionCheck, decide};
-use ak_outpost::handlers;
-use ak_outpost::memo::SessionMemo;
-use ak_outpost::oidc::{ClientSettings, Discovery, OidcClient, unix_now};
-use ak_outpost::outpost::{Outpost, Runtime, Settings};
-use ak_outpost::request::{AuthRequest, Flavour};
-use ak_outpost::respond;
-use ak_outpost::seal::Sealer;
-use ak_outpost::session::{Identity, Session, open_session, read_session_cookies};
+use ak_outpost::core::app::{AppExtras, AppSet, AppSpec, Application, Mode, cookie_name};
+use ak_outpost::source::yaml::ClientAuth;
+use ak_outpost::core::decide::{SessionCheck, decide};
+use ak_outpost::http::handlers;
+use ak_outpost::state::memo::SessionMemo;
+use ak_outpost::provider::{ClientSettings, Discovery, OidcClient, unix_now};
+use ak_outpost::state::outpost::{Outpost, Runtime, Settings};
+use ak_outpost::core::request::{AuthRequest, Flavour};
+use ak_outpost::http::respond;
+use ak_outpost::core::seal::Sealer;
+use ak_outpost::core::session::{Identity, Session, open_session, read_session_cookies};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use http::header::{COOKIE, HOST, HeaderValue, USER_AGENT};
@@ -114,7 +114,7 @@ fn application(oidc: Arc<OidcClient>) -> Arc<Application> {
     )
     .unwrap();
     Arc::new(Application {
-        metrics: ak_outpost::metrics::host_metrics(&spec.host_key()),
+        metrics: ak_outpost::state::metrics::host_metrics(&spec.host_key()),
         provider_name: spec.name.clone(),
         app_slug: spec.name.clone(),
         spec,

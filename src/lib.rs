@@ -33,26 +33,10 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
-pub mod app;
-pub mod authentik;
-pub mod config;
-pub mod decide;
-pub mod extras;
-pub mod handlers;
-pub mod headers;
+pub mod core;
 pub mod healthcheck;
-pub mod login;
-pub mod memo;
-pub mod metrics;
-pub mod oidc;
-pub mod outpost;
-pub mod paths;
-pub mod redirect;
-pub mod request;
-pub mod respond;
-pub mod seal;
-pub mod secret;
-pub mod server;
-pub mod session;
+pub mod http;
+pub mod provider;
+pub mod source;
+pub mod state;
 pub mod telemetry;
-pub mod tls;

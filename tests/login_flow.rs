@@ -159,7 +159,7 @@ async fn large_sessions_are_split_into_several_cookies() {
     let page = s.login("/big", &alice()).await;
     assert_eq!(page.status, 200, "{}", page.body);
     let cookies = s.browser.cookies_for(&s.app_url("/"));
-    let name = ak_outpost::app::cookie_name(CLIENT_ID);
+    let name = ak_outpost::core::app::cookie_name(CLIENT_ID);
     assert!(cookies.contains(&format!("{name}=")), "{cookies}");
     assert!(
         cookies.contains(&format!("{name}_1=")),

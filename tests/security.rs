@@ -8,10 +8,10 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ak_outpost::app::cookie_name;
-use ak_outpost::oidc::{random_token, unix_now};
-use ak_outpost::seal::Sealer;
-use ak_outpost::session::Session;
+use ak_outpost::core::app::cookie_name;
+use ak_outpost::provider::{random_token, unix_now};
+use ak_outpost::core::seal::Sealer;
+use ak_outpost::core::session::Session;
 use common::nginx::{Example, Nginx, NginxVars};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use ak_outpost::app::cookie_name;
-use ak_outpost::oidc::unix_now;
-use ak_outpost::seal::Sealer;
-use ak_outpost::session::{Identity, Session};
+use ak_outpost::core::app::cookie_name;
+use ak_outpost::provider::unix_now;
+use ak_outpost::core::seal::Sealer;
+use ak_outpost::core::session::{Identity, Session};
 use reqwest::header::{HOST, LOCATION, SET_COOKIE};
 use serde_json::{Value, json};
 

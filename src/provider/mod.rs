@@ -19,8 +19,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use url::Url;
 
-use crate::config::ClientAuth;
-use crate::session::Identity;
+use crate::source::yaml::ClientAuth;
+use crate::core::session::Identity;
 
 /// How long an inactive or unknown token stays cached.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);

@@ -10,20 +10,20 @@ use http::request::Parts;
 use http::{Response, StatusCode};
 use url::Url;
 
-use crate::app::{Application, Mode};
-use crate::decide::{Decision, SessionCheck, decide};
-use crate::login::{
+use crate::core::app::{Application, Mode};
+use crate::core::decide::{Decision, SessionCheck, decide};
+use crate::core::login::{
     BINDING_TTL_SECS, LoginState, MAX_ATTEMPTS, StateError, binding_cookie_name, binding_hash,
     is_binding_value,
 };
-use crate::metrics::HostMetrics;
-use crate::oidc::{OidcError, RefreshOutcome, pkce_pair, random_token, token_key, unix_now};
-use crate::outpost::{Outpost, Runtime};
-use crate::paths::{CALLBACK_SIGNATURE, LOGOUT_SIGNATURE, Route, START_PATH};
-use crate::redirect::{RedirectTarget, rd_from_query};
-use crate::request::{AuthRequest, Flavour, header_str, request_host};
-use crate::respond::{self, Body};
-use crate::session::{
+use crate::state::metrics::HostMetrics;
+use crate::provider::{OidcError, RefreshOutcome, pkce_pair, random_token, token_key, unix_now};
+use crate::state::outpost::{Outpost, Runtime};
+use crate::core::paths::{CALLBACK_SIGNATURE, LOGOUT_SIGNATURE, Route, START_PATH};
+use crate::core::redirect::{RedirectTarget, rd_from_query};
+use crate::core::request::{AuthRequest, Flavour, header_str, request_host};
+use crate::http::respond::{self, Body};
+use crate::core::session::{
     CookieState, Identity, Session, SessionCookies, clear_session_cookies, cookie_header,
     open_session, read_cookie, read_session_cookies, session_set_cookies,
 };
@@ -117,7 +117,7 @@ pub async fn handle(
         outpost,
         rt: &rt,
         log: rt.settings.log_requests
-            || tracing::enabled!(target: "ak_outpost::server", tracing::Level::DEBUG),
+            || tracing::enabled!(target: "ak_outpost::http::server", tracing::Level::DEBUG),
         peer,
     };
     let query = parts.uri.query().unwrap_or_default();

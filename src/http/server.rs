@@ -16,9 +16,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
-use crate::handlers::{self, LogInfo};
-use crate::outpost::Outpost;
-use crate::respond::Body;
+use crate::http::handlers::{self, LogInfo};
+use crate::state::outpost::Outpost;
+use crate::http::respond::Body;
 
 /// How long in-flight requests may take to finish after shutdown begins.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -158,13 +158,13 @@ async fn answer(
                 .instrument(span)
                 .await
         }
-        Listener::Metrics => crate::metrics::handle(&outpost, &parts),
+        Listener::Metrics => crate::state::metrics::handle(&outpost, &parts),
     };
     let info = resp.extensions_mut().remove::<LogInfo>();
     let elapsed = started.elapsed();
     // The metrics listener's own requests (scrapes, readiness) are not counted, its pings are.
-    if kind == Listener::Http || uri.path().starts_with(crate::paths::PING_PATH) {
-        crate::metrics::observe(uri.path(), &method, answered_by, resp.status(), elapsed);
+    if kind == Listener::Http || uri.path().starts_with(crate::core::paths::PING_PATH) {
+        crate::state::metrics::observe(uri.path(), &method, answered_by, resp.status(), elapsed);
     }
     if let Some(info) = info {
         let log_all = outpost.runtime().settings.log_requests;

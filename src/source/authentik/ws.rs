@@ -12,8 +12,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use url::Url;
 
-use crate::authentik::api::user_agent;
-use crate::outpost::Outpost;
+use crate::source::authentik::api::user_agent;
+use crate::state::outpost::Outpost;
 
 pub const HELLO: i64 = 1;
 pub const TRIGGER_UPDATE: i64 = 2;
@@ -100,7 +100,7 @@ pub async fn run(
                 }
             }
         }
-        crate::metrics::set_connected(false);
+        crate::state::metrics::set_connected(false);
         attempt = attempt.saturating_add(1);
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(300));
@@ -129,7 +129,7 @@ async fn session(
         http::HeaderValue::from_str(&user_agent()).map_err(|e| e.to_string())?,
     );
     let connector = if insecure {
-        let cfg = crate::tls::insecure_client_config().map_err(|e| e.to_string())?;
+        let cfg = crate::http::tls::insecure_client_config().map_err(|e| e.to_string())?;
         Some(tokio_tungstenite::Connector::Rustls(Arc::new(cfg)))
     } else {
         None
@@ -143,7 +143,7 @@ async fn session(
     tx.send(Message::text(hello(instance)))
         .await
         .map_err(|e| e.to_string())?;
-    crate::metrics::set_connected(true);
+    crate::state::metrics::set_connected(true);
     tracing::info!("websocket to authentik connected");
     let mut ticker = tokio::time::interval(HELLO_INTERVAL);
     ticker.tick().await;

@@ -11,9 +11,9 @@ use regex::Regex;
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use crate::oidc::OidcClient;
-use crate::paths::CALLBACK_PATH;
-use crate::seal::Sealer;
+use crate::provider::OidcClient;
+use crate::core::paths::CALLBACK_PATH;
+use crate::core::seal::Sealer;
 
 /// How the external reverse proxy and the outpost share the work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,7 +267,7 @@ pub struct Application {
     /// Extra behaviour only authentik providers have.
     pub extras: AppExtras,
     /// Its request histograms (`host` label: the external host).
-    pub metrics: &'static crate::metrics::HostMetrics,
+    pub metrics: &'static crate::state::metrics::HostMetrics,
 }
 
 /// Provider features beyond the standalone set (authentik mode).
@@ -512,12 +512,12 @@ pub(crate) mod tests {
         thread_local! {
             static HTTP: reqwest::Client = reqwest::Client::new();
         }
-        let settings = crate::oidc::ClientSettings {
+        let settings = crate::provider::ClientSettings {
             issuer: Url::parse("https://idp.example.com").unwrap(),
             client_id: "c".into(),
             client_secret: "s".into(),
             scopes: vec!["openid".into()],
-            client_auth: crate::config::ClientAuth::Auto,
+            client_auth: crate::source::yaml::ClientAuth::Auto,
             cache_ttl: std::time::Duration::from_secs(60),
             max_concurrent_checks: 1,
             extra_issuers: vec![],
@@ -530,7 +530,7 @@ pub(crate) mod tests {
             provider_name: String::new(),
             app_slug: String::new(),
             extras: AppExtras::default(),
-            metrics: crate::metrics::host_metrics(host),
+            metrics: crate::state::metrics::host_metrics(host),
         })
     }
 

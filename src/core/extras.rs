@@ -6,8 +6,8 @@ use base64::engine::general_purpose::STANDARD;
 use http::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use crate::app::Application;
-use crate::session::Identity;
+use crate::core::app::Application;
+use crate::core::session::Identity;
 
 /// Headers a user attribute may never set: they would change how the response itself is
 /// framed or routed, or forge cookies.

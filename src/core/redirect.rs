@@ -5,7 +5,7 @@
 
 use url::Url;
 
-use crate::app::{AppSpec, Mode, host_in_domain};
+use crate::core::app::{AppSpec, Mode, host_in_domain};
 
 /// A validated post-login destination.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::seal::Sealer;
+use crate::core::seal::Sealer;
 
 /// How long a login may take, from `/start` to `/callback`.
 pub const STATE_TTL_SECS: i64 = 1800;
@@ -145,7 +145,7 @@ mod tests {
 
     #[test]
     fn binding_values() {
-        assert!(is_binding_value(&crate::oidc::random_token(32)));
+        assert!(is_binding_value(&crate::provider::random_token(32)));
         assert!(!is_binding_value("short"));
         assert!(!is_binding_value(&format!("{}!", "a".repeat(42))));
     }

@@ -15,9 +15,9 @@ use std::time::Duration;
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
 
-use crate::outpost::Outpost;
-use crate::paths::{METRICS_PATH, PING_PATH, READY_PATH};
-use crate::respond::{self, Body};
+use crate::state::outpost::Outpost;
+use crate::core::paths::{METRICS_PATH, PING_PATH, READY_PATH};
+use crate::http::respond::{self, Body};
 
 /// Prometheus client default buckets, in seconds.
 const BUCKETS: [f64; 11] = [
@@ -107,7 +107,7 @@ pub fn set_connected(up: bool) {
 
 /// Records a successful configuration refresh (authentik mode).
 pub fn set_last_update() {
-    LAST_UPDATE.store(crate::oidc::unix_now(), Ordering::Relaxed);
+    LAST_UPDATE.store(crate::provider::unix_now(), Ordering::Relaxed);
 }
 
 /// Records one request.

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 
-use crate::oidc::OidcError;
+use crate::provider::OidcError;
 
 /// Providers requested per page, as authentik's outposts do.
 pub const PAGE_SIZE: usize = 100;

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use crate::app::AppSpec;
-use crate::request::{AuthRequest, ForwardError};
-use crate::respond::Prepared;
-use crate::session::Session;
+use crate::core::app::AppSpec;
+use crate::core::request::{AuthRequest, ForwardError};
+use crate::http::respond::Prepared;
+use crate::core::session::Session;
 
 /// What the session check (unseal, renew, introspect) found.
 #[derive(Debug)]
@@ -17,7 +17,7 @@ pub enum SessionCheck {
     /// cookie should be cleared.
     Invalid,
     /// A live session; `renewed` means its tokens changed and the cookie must be rewritten.
-    /// `prepared` is what its response carries, when already built (see [`crate::memo`]).
+    /// `prepared` is what its response carries, when already built (see [`crate::state::memo`]).
     Valid {
         session: Arc<Session>,
         renewed: bool,
@@ -75,9 +75,9 @@ pub fn decide(req: &AuthRequest<'_>, check: &SessionCheck, app: &AppSpec, now: i
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::Mode;
-    use crate::request::{Flavour, OriginalUrl};
-    use crate::session::Identity;
+    use crate::core::app::Mode;
+    use crate::core::request::{Flavour, OriginalUrl};
+    use crate::core::session::Identity;
     use url::Url;
 
     fn app(groups: &[&str]) -> AppSpec {

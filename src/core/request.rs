@@ -8,12 +8,12 @@ use http::header::{ACCEPT, AsHeaderName, HOST, HeaderMap};
 use http::request::Parts;
 use url::Url;
 
-use crate::headers::{
+use crate::core::headers::{
     ACCESS_CONTROL_REQUEST_METHOD, SEC_FETCH_MODE, X_FORWARDED_HOST, X_FORWARDED_METHOD,
     X_FORWARDED_PROTO, X_FORWARDED_URI, X_ORIGINAL_METHOD, X_ORIGINAL_URI, X_ORIGINAL_URL,
     X_REQUESTED_WITH,
 };
-use crate::paths::AUTH_ENVOY_PREFIX;
+use crate::core::paths::AUTH_ENVOY_PREFIX;
 
 /// Which reverse proxy asks, by endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

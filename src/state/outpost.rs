@@ -10,12 +10,12 @@ use arc_swap::ArcSwap;
 use ipnet::IpNet;
 use tokio::sync::mpsc;
 
-use crate::app::{AppExtras, AppSet, Application, cookie_name};
-use crate::config::Config;
-use crate::login::STATE_TTL_SECS;
-use crate::memo::SessionMemo;
-use crate::oidc::{ClientSettings, OidcClient};
-use crate::seal::Sealer;
+use crate::core::app::{AppExtras, AppSet, Application, cookie_name};
+use crate::source::yaml::Config;
+use crate::core::login::STATE_TTL_SECS;
+use crate::state::memo::SessionMemo;
+use crate::provider::{ClientSettings, OidcClient};
+use crate::core::seal::Sealer;
 
 /// How long an ended provider session is remembered: longer than any session can live.
 pub const ENDED_SESSION_MEMORY: Duration = Duration::from_secs(8 * 86400);
@@ -50,7 +50,7 @@ pub struct Runtime {
     /// False until the first configuration arrived (authentik mode start-up): requests are
     /// answered 503 meanwhile, never judged against an empty configuration.
     pub loaded: bool,
-    /// Opened session cookies of this configuration (see [`crate::memo`]).
+    /// Opened session cookies of this configuration (see [`crate::state::memo`]).
     pub memo: SessionMemo,
     /// Authenticated `Authorization` headers of this configuration.
     pub header_memo: SessionMemo,
@@ -191,7 +191,7 @@ impl Runtime {
                         bearer_header: true,
                         basic_header: false,
                     },
-                    metrics: crate::metrics::host_metrics(&spec.host_key()),
+                    metrics: crate::state::metrics::host_metrics(&spec.host_key()),
                 })
             })
             .collect();

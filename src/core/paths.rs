@@ -25,7 +25,7 @@ pub enum Route {
     Start,
     Callback,
     SignOut,
-    Auth(crate::request::Flavour),
+    Auth(crate::core::request::Flavour),
     NotFound,
 }
 
@@ -33,7 +33,7 @@ impl Route {
     /// Maps a request path to an endpoint. The bare prefix is nginx's auth check too, for
     /// configs that say `auth_request /outpost.goauthentik.io`.
     pub fn from_path(path: &str) -> Route {
-        use crate::request::Flavour;
+        use crate::core::request::Flavour;
         match path {
             AUTH_NGINX_PATH | PREFIX | "/outpost.goauthentik.io/" => Route::Auth(Flavour::Nginx),
             AUTH_TRAEFIK_PATH => Route::Auth(Flavour::Traefik),
@@ -54,7 +54,7 @@ impl Route {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::Flavour;
+    use crate::core::request::Flavour;
 
     #[test]
     fn routes() {

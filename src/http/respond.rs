@@ -9,9 +9,9 @@ use http::header::{
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
-use crate::app::Application;
-use crate::headers::*;
-use crate::session::Session;
+use crate::core::app::Application;
+use crate::core::headers::*;
+use crate::core::session::Session;
 
 pub type Body = Full<Bytes>;
 
@@ -142,7 +142,7 @@ pub fn add_cookies(r: &mut Response<Body>, cookies: impl IntoIterator<Item = Hea
 
 /// The identity headers authentik sends for an authenticated user of `app`, every one present
 /// even when empty, plus the user's extras. Built once per session and app (see
-/// [`crate::memo`]); [`allow`] adds the per-request part.
+/// [`crate::state::memo`]); [`allow`] adds the per-request part.
 pub fn identity_headers(
     app: &Application,
     session: &Session,
@@ -163,7 +163,7 @@ pub fn identity_headers(
     set_text(&mut h, AK_META_PROVIDER, &app.provider_name);
     set_text(&mut h, AK_META_APP, &app.app_slug);
     h.insert(AK_META_VERSION, HeaderValue::from_static(META_VERSION));
-    crate::extras::extra_headers(&mut h, app, &session.identity);
+    crate::core::extras::extra_headers(&mut h, app, &session.identity);
     // The slot of the per-request `User-Agent`: [`allow`] replaces its value in the copy
     // instead of adding an entry, which would grow (and rehash) the copied map every time.
     h.insert(USER_AGENT, HeaderValue::from_static(""));
@@ -171,7 +171,7 @@ pub fn identity_headers(
 }
 
 /// What a `200` for one session carries besides the per-request `User-Agent`, built once
-/// and shared while the session is remembered (see [`crate::memo`]).
+/// and shared while the session is remembered (see [`crate::state::memo`]).
 #[derive(Debug, Default)]
 pub struct Prepared {
     /// [`identity_headers`].

@@ -10,8 +10,8 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use url::Url;
 
-use crate::app::{AppSpec, Mode};
-use crate::secret::resolve_indirection;
+use crate::core::app::{AppSpec, Mode};
+use crate::source::secret::resolve_indirection;
 
 /// Smallest accepted sealing secret, in bytes.
 pub const MIN_SECRET_LEN: usize = 32;
@@ -239,7 +239,7 @@ impl Config {
         let tls_pem = match (&raw.tls.cert_file, &raw.tls.key_file) {
             (None, None) => None,
             (Some(c), Some(k)) => match (std::fs::read_to_string(c), std::fs::read_to_string(k)) {
-                (Ok(cert), Ok(key)) => match crate::tls::from_pem(&cert, &key) {
+                (Ok(cert), Ok(key)) => match crate::http::tls::from_pem(&cert, &key) {
                     Ok(_) => Some((cert, key)),
                     Err(e) => {
                         p.push(format!("tls: {e}"));

@@ -10,7 +10,7 @@
 //! hit still goes through the session's expiry, the ended-session list and the (cached)
 //! token check; a header entry is used only while the cached upstream answer it was built
 //! from is the current one. Entries belong to one [`Application`] (by identity), and the
-//! tables live in the [`Runtime`](crate::outpost::Runtime), so a reload starts them empty.
+//! tables live in the [`Runtime`](crate::state::outpost::Runtime), so a reload starts them empty.
 //!
 //! Direct-mapped: a slot per hash of the value's tail (for a cookie, the GCM tag, random per
 //! cookie), replaced on collision. Memory is bounded by the slot count times the entry size
@@ -21,10 +21,10 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
-use crate::app::Application;
-use crate::oidc::HeaderIdentity;
-use crate::respond::Prepared;
-use crate::session::Session;
+use crate::core::app::Application;
+use crate::provider::HeaderIdentity;
+use crate::http::respond::Prepared;
+use crate::core::session::Session;
 
 /// Slots in a table (a power of two).
 pub const SLOTS: usize = 1024;
@@ -151,9 +151,9 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::Mode;
-    use crate::app::tests::app;
-    use crate::session::Identity;
+    use crate::core::app::Mode;
+    use crate::core::app::tests::app;
+    use crate::core::session::Identity;
 
     fn session(sub: &str) -> Arc<Session> {
         Arc::new(Session {

@@ -15,14 +15,14 @@ use ipnet::IpNet;
 use tokio::sync::Notify;
 use url::Url;
 
-use crate::app::{AppExtras, AppSet, AppSpec, Application, Mode, cookie_name};
-use crate::config::{ClientAuth, ConfigError, DEFAULT_TRUSTED_PROXIES, parse_cidr};
-use crate::memo::SessionMemo;
-use crate::oidc::{ClientSettings, Discovery, OidcClient};
-use crate::outpost::{Outpost, Runtime, Settings};
-use crate::seal::Sealer;
-use crate::secret::resolve_indirection;
-use crate::tls::CertStore;
+use crate::core::app::{AppExtras, AppSet, AppSpec, Application, Mode, cookie_name};
+use crate::source::yaml::{ClientAuth, ConfigError, DEFAULT_TRUSTED_PROXIES, parse_cidr};
+use crate::state::memo::SessionMemo;
+use crate::provider::{ClientSettings, Discovery, OidcClient};
+use crate::state::outpost::{Outpost, Runtime, Settings};
+use crate::core::seal::Sealer;
+use crate::source::secret::resolve_indirection;
+use crate::http::tls::CertStore;
 use api::{Api, OutpostObject, ProxyProvider};
 use rustls::sign::CertifiedKey;
 
@@ -175,7 +175,7 @@ impl AuthentikEnv {
                 }
             }
         }
-        let reload_jitter = match jitter_raw.as_deref().map(crate::config::parse_duration) {
+        let reload_jitter = match jitter_raw.as_deref().map(crate::source::yaml::parse_duration) {
             None => Duration::from_secs(9),
             Some(Ok(d)) => d,
             Some(Err(e)) => {
@@ -436,7 +436,7 @@ pub async fn build_runtime(
                 bearer_header: true,
                 basic_header: true,
             },
-            metrics: crate::metrics::host_metrics(&spec.host_key()),
+            metrics: crate::state::metrics::host_metrics(&spec.host_key()),
             spec,
         }));
     }
@@ -591,7 +591,7 @@ impl Loader {
         &mut self,
         env: &AuthentikEnv,
         outpost: &Outpost,
-    ) -> Result<(), crate::oidc::OidcError> {
+    ) -> Result<(), crate::provider::OidcError> {
         if let Some(o) = self.api.outpost().await? {
             self.current = o;
         }
@@ -603,7 +603,7 @@ impl Loader {
         let rt = build_runtime(env, &self.http, &self.current, &providers, Some(&previous)).await;
         let n = rt.apps.len();
         outpost.swap(rt);
-        crate::metrics::set_last_update();
+        crate::state::metrics::set_last_update();
         tracing::info!(providers = n, "configuration loaded from authentik");
         Ok(())
     }
@@ -658,7 +658,7 @@ async fn update_certificates(
         let key = match cached {
             Some(ck) => ck,
             None => match api.keypair_pem(uuid).await {
-                Ok((cert, key)) => match crate::tls::from_pem(&cert, &key) {
+                Ok((cert, key)) => match crate::http::tls::from_pem(&cert, &key) {
                     Ok(ck) => {
                         let ck = Arc::new(ck);
                         cache

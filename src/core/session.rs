@@ -9,7 +9,7 @@ use http::header::{COOKIE, HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::app::Application;
+use crate::core::app::Application;
 
 /// Bytes of sealed value per cookie; with name and attributes each cookie stays under 4 KB.
 pub const CHUNK_LEN: usize = 3800;
@@ -157,7 +157,7 @@ impl std::fmt::Debug for Session {
 impl Session {
     pub fn new(
         identity: Identity,
-        tokens: &crate::oidc::TokenSet,
+        tokens: &crate::provider::TokenSet,
         now: i64,
         lifetime_secs: i64,
     ) -> Session {

@@ -1,0 +1,11 @@
+//! The pure core.
+pub mod app;
+pub mod decide;
+pub mod extras;
+pub mod headers;
+pub mod login;
+pub mod paths;
+pub mod redirect;
+pub mod request;
+pub mod seal;
+pub mod session;

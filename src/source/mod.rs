@@ -1,0 +1,4 @@
+//! Configuration sources.
+pub mod authentik;
+pub mod secret;
+pub mod yaml;

@@ -1,0 +1,4 @@
+//! Shared state.
+pub mod memo;
+pub mod metrics;
+pub mod outpost;
