@@ -11,17 +11,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ak_outpost::core::app::{AppExtras, AppSet, AppSpec, Application, Mode, cookie_name};
-use ak_outpost::source::yaml::ClientAuth;
+use ak_outpost::core::app::{AppExtras, AppSpec, Mode, Site, cookie_name};
 use ak_outpost::core::decide::{SessionCheck, decide};
-use ak_outpost::http::handlers;
-use ak_outpost::state::memo::SessionMemo;
-use ak_outpost::provider::{ClientSettings, Discovery, OidcClient, unix_now};
-use ak_outpost::state::outpost::{Outpost, Runtime, Settings};
-use ak_outpost::core::request::{AuthRequest, Flavour};
-use ak_outpost::http::respond;
+use ak_outpost::core::identity::Identity;
+use ak_outpost::core::identity_headers::identity_headers;
+use ak_outpost::core::paths::Flavour;
+use ak_outpost::core::request::AuthRequest;
 use ak_outpost::core::seal::Sealer;
-use ak_outpost::core::session::{Identity, Session, open_session, read_session_cookies};
+use ak_outpost::core::session::{Session, open_session, read_session_cookies};
+use ak_outpost::core::token::unix_now;
+use ak_outpost::http::handlers;
+use ak_outpost::http::respond;
+use ak_outpost::provider::ClientAuth;
+use ak_outpost::provider::{ClientSettings, Discovery, OidcClient};
+use ak_outpost::state::application::{AppSet, Application};
+use ak_outpost::state::memo::SessionMemo;
+use ak_outpost::state::outpost::{Outpost, Runtime, Settings};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use http::header::{COOKIE, HOST, HeaderValue, USER_AGENT};
@@ -115,17 +120,19 @@ fn application(oidc: Arc<OidcClient>) -> Arc<Application> {
     .unwrap();
     Arc::new(Application {
         metrics: ak_outpost::state::metrics::host_metrics(&spec.host_key()),
-        provider_name: spec.name.clone(),
-        app_slug: spec.name.clone(),
-        spec,
-        oidc,
-        sealer: Arc::new(Sealer::new(SECRET, "session")),
-        cookie_name: cookie_name(CLIENT_ID),
-        extras: AppExtras {
-            basic_auth: None,
-            bearer_header: true,
-            basic_header: false,
+        site: Site {
+            provider_name: spec.name.clone(),
+            app_slug: spec.name.clone(),
+            spec,
+            sealer: Arc::new(Sealer::new(SECRET, "session")),
+            cookie_name: cookie_name(CLIENT_ID),
+            extras: AppExtras {
+                basic_auth: None,
+                bearer_header: true,
+                basic_header: false,
+            },
         },
+        oidc,
     })
 }
 
@@ -212,9 +219,17 @@ fn benches(c: &mut Criterion) {
     // the per-request response made from them plus User-Agent.
     let ua = HeaderValue::from_static("wrk");
     g.bench_function("headers/identity_headers", |b| {
-        b.iter(|| respond::identity_headers(black_box(&app), black_box(&s), "ak-outpost", true))
+        b.iter(|| {
+            identity_headers(
+                black_box(&app),
+                app.oidc.jwks_header(),
+                black_box(&s),
+                "ak-outpost",
+                true,
+            )
+        })
     });
-    let identity = respond::identity_headers(&app, &s, "ak-outpost", true);
+    let identity = identity_headers(&app, app.oidc.jwks_header(), &s, "ak-outpost", true);
     g.bench_function("headers/allow_response", |b| {
         b.iter(|| respond::allow(black_box(&identity), Some(&ua)))
     });

@@ -4,11 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use ak_outpost::source::authentik::{self, AuthentikEnv};
-use ak_outpost::source::yaml::{Config, EXIT_CONFIG};
-use ak_outpost::state::outpost::{Outpost, Runtime};
 use ak_outpost::http::server::{self, Listener};
-use ak_outpost::http::tls;
+use ak_outpost::source::authentik::{self, AuthentikEnv};
+use ak_outpost::source::values::EXIT_CONFIG;
+use ak_outpost::source::yaml::Config;
+use ak_outpost::state::certs as tls;
+use ak_outpost::state::outpost::{Outpost, Runtime};
 use ak_outpost::{healthcheck, telemetry};
 use tokio::net::TcpListener;
 use tokio::sync::watch;

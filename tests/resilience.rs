@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ak_outpost::core::app::cookie_name;
+use ak_outpost::core::identity::Identity;
 use ak_outpost::core::seal::Sealer;
-use ak_outpost::core::session::{Identity, Session};
+use ak_outpost::core::session::Session;
 use common::nginx::{Example, Nginx, NginxVars};
 use common::*;
 
@@ -48,7 +49,7 @@ fn yaml_for(listen: SocketAddr, nginx: &Nginx, issuer: &str, ttl: u64) -> String
 
 /// A session cookie sealed like the outpost does, for an access token of our choosing.
 fn forged_cookie(access_token: &str, expires_at: i64) -> String {
-    let now = ak_outpost::provider::unix_now();
+    let now = ak_outpost::core::token::unix_now();
     let s = Session {
         version: 1,
         identity: Identity {
@@ -247,7 +248,7 @@ async fn provider_outage_at_start_is_a_503_not_a_loop_or_a_pass() {
     assert_eq!(ping.status(), 204, "alive without the provider");
 
     // A session cookie cannot be verified: 503, never 200.
-    let now = ak_outpost::provider::unix_now();
+    let now = ak_outpost::core::token::unix_now();
     let r = direct_check(o, &nginx, &forged_cookie("some-token", now + 3600)).await;
     assert_eq!(r.status(), 503);
     // A browser without a session reaches /start, which cannot send it anywhere: 503 page.
@@ -347,7 +348,7 @@ async fn distinct_invalid_tokens_respect_the_concurrency_limit() {
     let _limited = InProcess::serve(listener, &yaml).await;
     s.idp.reset_stats().await;
     s.idp.set_delay(20).await;
-    let now = ak_outpost::provider::unix_now();
+    let now = ak_outpost::core::token::unix_now();
     let c = reqwest::Client::new();
     let mut tasks = Vec::new();
     for i in 0..1000 {

@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ak_outpost::core::app::cookie_name;
-use ak_outpost::provider::{random_token, unix_now};
 use ak_outpost::core::seal::Sealer;
 use ak_outpost::core::session::Session;
+use ak_outpost::core::token::{random_token, unix_now};
 use common::nginx::{Example, Nginx, NginxVars};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

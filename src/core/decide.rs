@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use crate::core::app::AppSpec;
+use crate::core::identity_headers::Prepared;
 use crate::core::request::{AuthRequest, ForwardError};
-use crate::http::respond::Prepared;
 use crate::core::session::Session;
 
 /// What the session check (unseal, renew, introspect) found.
@@ -17,7 +17,7 @@ pub enum SessionCheck {
     /// cookie should be cleared.
     Invalid,
     /// A live session; `renewed` means its tokens changed and the cookie must be rewritten.
-    /// `prepared` is what its response carries, when already built (see [`crate::state::memo`]).
+    /// `prepared` is what its response carries, when already built (see `state::memo`).
     Valid {
         session: Arc<Session>,
         renewed: bool,
@@ -76,8 +76,9 @@ pub fn decide(req: &AuthRequest<'_>, check: &SessionCheck, app: &AppSpec, now: i
 mod tests {
     use super::*;
     use crate::core::app::Mode;
-    use crate::core::request::{Flavour, OriginalUrl};
-    use crate::core::session::Identity;
+    use crate::core::identity::Identity;
+    use crate::core::paths::Flavour;
+    use crate::core::request::OriginalUrl;
     use url::Url;
 
     fn app(groups: &[&str]) -> AppSpec {

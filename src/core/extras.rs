@@ -6,8 +6,8 @@ use base64::engine::general_purpose::STANDARD;
 use http::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use crate::core::app::Application;
-use crate::core::session::Identity;
+use crate::core::app::Site;
+use crate::core::identity::Identity;
 
 /// Headers a user attribute may never set: they would change how the response itself is
 /// framed or routed, or forge cookies.
@@ -28,7 +28,7 @@ const FORBIDDEN: &[&str] = &[
 
 /// Adds Basic credentials and `additionalHeaders`, then drops every header whose name has an
 /// underscore (a proxy may map `X_Authentik_Username` onto `X-Authentik-Username`).
-pub fn extra_headers(h: &mut HeaderMap, app: &Application, id: &Identity) {
+pub fn extra_headers(h: &mut HeaderMap, app: &Site, id: &Identity) {
     if let Some(attrs) = id
         .ak_proxy
         .as_ref()

@@ -145,7 +145,7 @@ mod tests {
 
     #[test]
     fn binding_values() {
-        assert!(is_binding_value(&crate::provider::random_token(32)));
+        assert!(is_binding_value(&crate::core::token::random_token(32)));
         assert!(!is_binding_value("short"));
         assert!(!is_binding_value(&format!("{}!", "a".repeat(42))));
     }

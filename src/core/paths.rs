@@ -17,6 +17,26 @@ pub const METRICS_PATH: &str = "/metrics";
 pub const CALLBACK_SIGNATURE: &str = "X-authentik-auth-callback";
 pub const LOGOUT_SIGNATURE: &str = "X-authentik-logout";
 
+/// Which reverse proxy asks, by endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    Nginx,
+    Traefik,
+    Caddy,
+    Envoy,
+}
+
+impl Flavour {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flavour::Nginx => "nginx",
+            Flavour::Traefik => "traefik",
+            Flavour::Caddy => "caddy",
+            Flavour::Envoy => "envoy",
+        }
+    }
+}
+
 /// The endpoint a request path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -25,7 +45,7 @@ pub enum Route {
     Start,
     Callback,
     SignOut,
-    Auth(crate::core::request::Flavour),
+    Auth(Flavour),
     NotFound,
 }
 
@@ -33,7 +53,6 @@ impl Route {
     /// Maps a request path to an endpoint. The bare prefix is nginx's auth check too, for
     /// configs that say `auth_request /outpost.goauthentik.io`.
     pub fn from_path(path: &str) -> Route {
-        use crate::core::request::Flavour;
         match path {
             AUTH_NGINX_PATH | PREFIX | "/outpost.goauthentik.io/" => Route::Auth(Flavour::Nginx),
             AUTH_TRAEFIK_PATH => Route::Auth(Flavour::Traefik),
@@ -54,7 +73,6 @@ impl Route {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::request::Flavour;
 
     #[test]
     fn routes() {

@@ -13,27 +13,7 @@ use crate::core::headers::{
     X_FORWARDED_PROTO, X_FORWARDED_URI, X_ORIGINAL_METHOD, X_ORIGINAL_URI, X_ORIGINAL_URL,
     X_REQUESTED_WITH,
 };
-use crate::core::paths::AUTH_ENVOY_PREFIX;
-
-/// Which reverse proxy asks, by endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flavour {
-    Nginx,
-    Traefik,
-    Caddy,
-    Envoy,
-}
-
-impl Flavour {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Flavour::Nginx => "nginx",
-            Flavour::Traefik => "traefik",
-            Flavour::Caddy => "caddy",
-            Flavour::Envoy => "envoy",
-        }
-    }
-}
+use crate::core::paths::{AUTH_ENVOY_PREFIX, Flavour};
 
 /// Why the original URL is not known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

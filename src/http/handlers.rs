@@ -10,23 +10,28 @@ use http::request::Parts;
 use http::{Response, StatusCode};
 use url::Url;
 
-use crate::core::app::{Application, Mode};
+use crate::core::app::Mode;
 use crate::core::decide::{Decision, SessionCheck, decide};
+use crate::core::identity::Identity;
+use crate::core::identity_headers::{Prepared, identity_headers};
 use crate::core::login::{
     BINDING_TTL_SECS, LoginState, MAX_ATTEMPTS, StateError, binding_cookie_name, binding_hash,
     is_binding_value,
 };
-use crate::state::metrics::HostMetrics;
-use crate::provider::{OidcError, RefreshOutcome, pkce_pair, random_token, token_key, unix_now};
-use crate::state::outpost::{Outpost, Runtime};
+use crate::core::paths::Flavour;
 use crate::core::paths::{CALLBACK_SIGNATURE, LOGOUT_SIGNATURE, Route, START_PATH};
 use crate::core::redirect::{RedirectTarget, rd_from_query};
-use crate::core::request::{AuthRequest, Flavour, header_str, request_host};
-use crate::http::respond::{self, Body};
+use crate::core::request::{AuthRequest, header_str, request_host};
 use crate::core::session::{
-    CookieState, Identity, Session, SessionCookies, clear_session_cookies, cookie_header,
-    open_session, read_cookie, read_session_cookies, session_set_cookies,
+    CookieState, Session, SessionCookies, clear_session_cookies, cookie_header, open_session,
+    read_cookie, read_session_cookies, session_set_cookies,
 };
+use crate::core::token::{pkce_pair, random_token, token_key, unix_now};
+use crate::http::respond::{self, Body};
+use crate::provider::{OidcError, RefreshOutcome};
+use crate::state::application::Application;
+use crate::state::metrics::HostMetrics;
+use crate::state::outpost::{Outpost, Runtime};
 
 /// What the request log line reports, attached to the response as an extension.
 #[derive(Debug, Clone, Default)]
@@ -443,15 +448,11 @@ async fn check_session(
 
 /// The response parts for `session`: its identity headers and, with `store_at` (the time
 /// now), the cookie that stores it.
-fn prepare(
-    rt: &Runtime,
-    app: &Application,
-    session: &Session,
-    store_at: Option<i64>,
-) -> respond::Prepared {
-    respond::Prepared::new(
-        respond::identity_headers(
+fn prepare(rt: &Runtime, app: &Application, session: &Session, store_at: Option<i64>) -> Prepared {
+    Prepared::new(
+        identity_headers(
             app,
+            app.oidc.jwks_header(),
             session,
             &rt.settings.outpost_name,
             rt.settings.send_jwt_header,

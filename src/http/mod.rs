@@ -1,5 +1,5 @@
 //! The HTTP side.
 pub mod handlers;
+pub mod metrics;
 pub mod respond;
 pub mod server;
-pub mod tls;

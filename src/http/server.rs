@@ -17,8 +17,8 @@ use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use crate::http::handlers::{self, LogInfo};
-use crate::state::outpost::Outpost;
 use crate::http::respond::Body;
+use crate::state::outpost::Outpost;
 
 /// How long in-flight requests may take to finish after shutdown begins.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -158,7 +158,7 @@ async fn answer(
                 .instrument(span)
                 .await
         }
-        Listener::Metrics => crate::state::metrics::handle(&outpost, &parts),
+        Listener::Metrics => crate::http::metrics::handle(&outpost, &parts),
     };
     let info = resp.extensions_mut().remove::<LogInfo>();
     let elapsed = started.elapsed();

@@ -8,19 +8,19 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use moka::Expiry;
 use moka::future::Cache;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use url::Url;
 
-use crate::source::yaml::ClientAuth;
-use crate::core::session::Identity;
+pub mod client_tls;
+
+use crate::core::identity::Identity;
+use crate::core::token::{TokenSet, token_key, unix_now};
 
 /// How long an inactive or unknown token stays cached.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
@@ -56,6 +56,15 @@ impl From<reqwest::Error> for OidcError {
         // Strip the URL: it never carries secrets, but keeps logs short and stable.
         OidcError::Transport(e.without_url().to_string())
     }
+}
+
+/// How the outpost authenticates itself at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Pick from the provider's discovery document (post preferred).
+    Auto,
+    Post,
+    Basic,
 }
 
 /// Static client settings.
@@ -131,25 +140,6 @@ fn jwks_header(disc: &Discovery) -> http::HeaderValue {
         .as_ref()
         .and_then(|u| http::HeaderValue::from_str(u.as_str()).ok())
         .unwrap_or_else(|| http::HeaderValue::from_static(""))
-}
-
-/// Tokens from the token endpoint.
-#[derive(Clone)]
-pub struct TokenSet {
-    pub access_token: String,
-    pub refresh_token: Option<String>,
-    pub id_token: Option<String>,
-    /// Unix seconds.
-    pub issued_at: i64,
-    /// Unix seconds.
-    pub expires_at: i64,
-}
-
-impl TokenSet {
-    /// Within the first half of the access token's life: fit to hand to another request.
-    pub fn is_fresh(&self, now: i64) -> bool {
-        now < self.issued_at + (self.expires_at - self.issued_at) / 2
-    }
 }
 
 #[derive(Deserialize)]
@@ -243,19 +233,6 @@ impl std::fmt::Debug for OidcClient {
             .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
-}
-
-/// SHA-256 of a token: cache keys never hold the token itself.
-pub fn token_key(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-/// Unix seconds now.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 impl OidcClient {
@@ -1090,36 +1067,9 @@ fn find_key(
     .map(|k| k.key.clone())
 }
 
-/// PKCE: a random verifier and its S256 challenge.
-pub fn pkce_pair() -> (String, String) {
-    let verifier = random_token(32);
-    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-    (verifier, challenge)
-}
-
-/// `n` random bytes as base64url text.
-pub fn random_token(n: usize) -> String {
-    use rand::RngCore;
-    let mut b = vec![0u8; n];
-    rand::thread_rng().fill_bytes(&mut b);
-    URL_SAFE_NO_PAD.encode(b)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pkce_challenge_is_s256_of_verifier() {
-        let (v, c) = pkce_pair();
-        assert_eq!(v.len(), 43);
-        assert_eq!(c, URL_SAFE_NO_PAD.encode(Sha256::digest(v.as_bytes())));
-        // RFC 7636 appendix B vector.
-        let c = URL_SAFE_NO_PAD.encode(Sha256::digest(
-            b"dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk",
-        ));
-        assert_eq!(c, "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
-    }
 
     #[test]
     fn jwks_parsing_skips_what_it_cannot_use() {

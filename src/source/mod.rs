@@ -1,4 +1,4 @@
 //! Configuration sources.
 pub mod authentik;
-pub mod secret;
+pub mod values;
 pub mod yaml;

@@ -10,39 +10,21 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use url::Url;
 
-use crate::core::app::{AppSpec, Mode};
-use crate::source::secret::resolve_indirection;
+use std::sync::Arc;
+
+use crate::core::app::{AppExtras, AppSpec, Mode, Site, cookie_name};
+use crate::core::seal::Sealer;
+use crate::provider::ClientAuth;
+use crate::provider::{ClientSettings, OidcClient};
+use crate::source::values::{
+    ConfigError, DEFAULT_TRUSTED_PROXIES, parse_cidr, parse_duration, resolve_indirection,
+};
+use crate::state::application::{AppSet, Application};
+use crate::state::memo::SessionMemo;
+use crate::state::outpost::{Runtime, Settings};
 
 /// Smallest accepted sealing secret, in bytes.
 pub const MIN_SECRET_LEN: usize = 32;
-
-/// Proxies trusted by default: loopback and the private ranges container networks use.
-pub const DEFAULT_TRUSTED_PROXIES: &[&str] = &[
-    "127.0.0.0/8",
-    "::1/128",
-    "10.0.0.0/8",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "fc00::/7",
-];
-
-/// Exit code for a bad configuration (EX_USAGE).
-pub const EXIT_CONFIG: i32 = 64;
-
-/// Every problem found in a configuration, reported together.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration:\n  - {}", .problems.join("\n  - "))]
-pub struct ConfigError {
-    pub problems: Vec<String>,
-}
-
-impl ConfigError {
-    fn one(problem: impl Into<String>) -> Self {
-        Self {
-            problems: vec![problem.into()],
-        }
-    }
-}
 
 /// The YAML file as written.
 #[derive(Debug, Deserialize, Default)]
@@ -136,37 +118,6 @@ impl RawDuration {
     }
 }
 
-/// Parses `90`, `90s`, `5m`, `12h`, `7d`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => (&t[..i], &t[i..]),
-        None => (t, "s"),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("'{text}' is not a duration (use e.g. 60, 90s, 5m, 12h, 7d)"))?;
-    let mult = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(format!("'{text}' has an unknown unit (use s, m, h or d)")),
-    };
-    n.checked_mul(mult)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("'{text}' is too large"))
-}
-
-/// How the outpost authenticates itself at the token endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuth {
-    /// Pick from the provider's discovery document (post preferred).
-    Auto,
-    Post,
-    Basic,
-}
-
 /// OIDC client settings, validated.
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
@@ -239,7 +190,7 @@ impl Config {
         let tls_pem = match (&raw.tls.cert_file, &raw.tls.key_file) {
             (None, None) => None,
             (Some(c), Some(k)) => match (std::fs::read_to_string(c), std::fs::read_to_string(k)) {
-                (Ok(cert), Ok(key)) => match crate::http::tls::from_pem(&cert, &key) {
+                (Ok(cert), Ok(key)) => match crate::state::certs::from_pem(&cert, &key) {
                     Ok(_) => Some((cert, key)),
                     Err(e) => {
                         p.push(format!("tls: {e}"));
@@ -399,13 +350,6 @@ fn parse_addr(text: &str, field: &str, p: &mut Vec<String>) -> Option<SocketAddr
 }
 
 /// Parses `10.0.0.0/8` or a bare address (as a single-host range).
-pub fn parse_cidr(text: &str) -> Option<IpNet> {
-    let t = text.trim();
-    t.parse::<IpNet>()
-        .ok()
-        .or_else(|| t.parse::<std::net::IpAddr>().ok().map(IpNet::from))
-}
-
 fn validate_provider(raw: RawProvider, p: &mut Vec<String>) -> Option<ProviderConfig> {
     let start = p.len();
     let issuer = match raw.issuer.as_deref() {
@@ -572,6 +516,81 @@ fn validate_app(i: usize, raw: RawApp, p: &mut Vec<String>) -> Option<AppSpec> {
         },
     };
     if p.len() > start { None } else { spec }
+}
+
+/// The YAML source's way to a [`Runtime`] (here, so that `state/` never reads a file).
+impl Runtime {
+    /// Builds applications from a standalone configuration, reusing `previous`'s OIDC client
+    /// when the provider settings did not change (keeps caches and readiness across reloads).
+    pub fn from_config(cfg: &Config, previous: Option<&Runtime>) -> Runtime {
+        let p = &cfg.provider;
+        let settings = ClientSettings {
+            issuer: p.issuer.clone(),
+            client_id: p.client_id.clone(),
+            client_secret: p.client_secret.clone(),
+            scopes: p.scopes.clone(),
+            client_auth: p.client_auth,
+            cache_ttl: p.introspection_cache_ttl,
+            max_concurrent_checks: p.max_concurrent_introspections,
+            extra_issuers: Vec::new(),
+        };
+        let reusable = previous
+            .and_then(|r| r.apps.iter().next())
+            .map(|a| Arc::clone(&a.oidc))
+            .filter(|o| same_client(&o.settings, &settings));
+        let oidc = reusable.unwrap_or_else(|| {
+            let c = Arc::new(OidcClient::new(settings, OidcClient::http_client(false)));
+            c.spawn_discovery();
+            c
+        });
+        let sealer = Arc::new(Sealer::new(&cfg.secret, "session"));
+        let cookie = cookie_name(&p.client_id);
+        let apps = cfg
+            .apps
+            .iter()
+            .map(|spec| {
+                Arc::new(Application {
+                    site: Site {
+                        spec: spec.clone(),
+                        sealer: Arc::clone(&sealer),
+                        cookie_name: cookie.clone(),
+                        provider_name: spec.name.clone(),
+                        app_slug: spec.name.clone(),
+                        extras: AppExtras {
+                            basic_auth: None,
+                            bearer_header: true,
+                            basic_header: false,
+                        },
+                    },
+                    oidc: Arc::clone(&oidc),
+                    metrics: crate::state::metrics::host_metrics(&spec.host_key()),
+                })
+            })
+            .collect();
+        Runtime {
+            loaded: true,
+            memo: SessionMemo::new(),
+            header_memo: SessionMemo::new(),
+            apps: AppSet::new(apps),
+            settings: Settings {
+                outpost_name: cfg.outpost_name.clone(),
+                trusted_proxies: cfg.trusted_proxies.clone(),
+                session_lifetime: cfg.session_lifetime,
+                send_jwt_header: p.send_jwt_header,
+                log_requests: cfg.log.requests,
+            },
+        }
+    }
+}
+
+fn same_client(a: &ClientSettings, b: &ClientSettings) -> bool {
+    a.issuer == b.issuer
+        && a.client_id == b.client_id
+        && a.client_secret == b.client_secret
+        && a.scopes == b.scopes
+        && a.client_auth == b.client_auth
+        && a.cache_ttl == b.cache_ttl
+        && a.max_concurrent_checks == b.max_concurrent_checks
 }
 
 #[cfg(test)]

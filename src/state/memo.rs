@@ -10,7 +10,7 @@
 //! hit still goes through the session's expiry, the ended-session list and the (cached)
 //! token check; a header entry is used only while the cached upstream answer it was built
 //! from is the current one. Entries belong to one [`Application`] (by identity), and the
-//! tables live in the [`Runtime`](crate::state::outpost::Runtime), so a reload starts them empty.
+//! tables live in the `Runtime` (`state::outpost`), so a reload starts them empty.
 //!
 //! Direct-mapped: a slot per hash of the value's tail (for a cookie, the GCM tag, random per
 //! cookie), replaced on collision. Memory is bounded by the slot count times the entry size
@@ -21,10 +21,10 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
-use crate::core::app::Application;
-use crate::provider::HeaderIdentity;
-use crate::http::respond::Prepared;
+use crate::core::identity_headers::Prepared;
 use crate::core::session::Session;
+use crate::provider::HeaderIdentity;
+use crate::state::application::Application;
 
 /// Slots in a table (a power of two).
 pub const SLOTS: usize = 1024;
@@ -152,8 +152,8 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
     use crate::core::app::Mode;
-    use crate::core::app::tests::app;
-    use crate::core::session::Identity;
+    use crate::core::identity::Identity;
+    use crate::state::application::tests::app;
 
     fn session(sub: &str) -> Arc<Session> {
         Arc::new(Session {

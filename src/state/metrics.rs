@@ -1,7 +1,7 @@
-//! Prometheus metrics on the metrics listener, with authentik's metric names and labels: a
-//! request duration histogram by `outpost_name`, `method`, `host` and `type`, plus liveness
-//! and readiness on the same listener. Counters are plain atomics: no lock and no allocation
-//! on the request path.
+//! Prometheus metrics, with authentik's metric names and labels: a request duration histogram
+//! by `outpost_name`, `method`, `host` and `type`, response classes and connection gauges, and
+//! their text rendering (the metrics listener itself is `http::metrics`). Counters are plain
+//! atomics: no lock and no allocation on the request path.
 //!
 //! Label values are bounded whatever clients send: `host` is the external host of the
 //! application that answered (empty when none did), not the request's `Host`, and `method`
@@ -12,12 +12,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use http::request::Parts;
-use http::{Method, Response, StatusCode};
+use http::{Method, StatusCode};
 
-use crate::state::outpost::Outpost;
-use crate::core::paths::{METRICS_PATH, PING_PATH, READY_PATH};
-use crate::http::respond::{self, Body};
+use crate::core::paths::PING_PATH;
 
 /// Prometheus client default buckets, in seconds.
 const BUCKETS: [f64; 11] = [
@@ -107,7 +104,7 @@ pub fn set_connected(up: bool) {
 
 /// Records a successful configuration refresh (authentik mode).
 pub fn set_last_update() {
-    LAST_UPDATE.store(crate::provider::unix_now(), Ordering::Relaxed);
+    LAST_UPDATE.store(crate::core::token::unix_now(), Ordering::Relaxed);
 }
 
 /// Records one request.
@@ -144,32 +141,10 @@ pub fn host_metrics(host: &str) -> &'static HostMetrics {
     h
 }
 
-/// Serves the metrics listener.
-pub fn handle(outpost: &Outpost, parts: &Parts) -> Response<Body> {
-    let path = parts.uri.path();
-
-    if path == METRICS_PATH {
-        let mut r = respond::text(StatusCode::OK, &render(outpost));
-        r.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        );
-        r
-    } else if path.starts_with(PING_PATH) {
-        respond::empty(StatusCode::NO_CONTENT)
-    } else if path == READY_PATH || path == "/ready" {
-        match outpost.ready() {
-            Ok(()) => respond::text(StatusCode::OK, "ready"),
-            Err(e) => respond::text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {e}")),
-        }
-    } else {
-        respond::text(StatusCode::NOT_FOUND, "404 page not found")
-    }
-}
-
-fn render(outpost: &Outpost) -> String {
-    let rt = outpost.runtime();
-    let name = escape_label(&rt.settings.outpost_name);
+/// The Prometheus text: every counter, plus the outpost's name, whether every provider is
+/// usable and how many token checks are cached (which the caller reads from the state).
+pub fn render(outpost_name: &str, ready: bool, cached: u64) -> String {
+    let name = escape_label(outpost_name);
     let mut out = String::with_capacity(4096);
     out.push_str(
         "# HELP authentik_outpost_proxy_request_duration_seconds Proxy request duration\n",
@@ -231,14 +206,8 @@ fn render(outpost: &Outpost) -> String {
     out.push_str("# TYPE ak_outpost_provider_ready gauge\n");
     out.push_str(&format!(
         "ak_outpost_provider_ready{{outpost_name=\"{name}\"}} {}\n",
-        u8::from(outpost.ready().is_ok())
+        u8::from(ready)
     ));
-    let cached: u64 = rt
-        .apps
-        .iter()
-        .next()
-        .map(|a| a.oidc.cached_checks())
-        .unwrap_or(0);
     out.push_str("# HELP ak_outpost_token_cache_entries Cached token checks\n");
     out.push_str("# TYPE ak_outpost_token_cache_entries gauge\n");
     out.push_str(&format!(

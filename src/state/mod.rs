@@ -1,4 +1,6 @@
 //! Shared state.
+pub mod application;
+pub mod certs;
 pub mod memo;
 pub mod metrics;
 pub mod outpost;

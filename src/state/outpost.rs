@@ -10,12 +10,9 @@ use arc_swap::ArcSwap;
 use ipnet::IpNet;
 use tokio::sync::mpsc;
 
-use crate::core::app::{AppExtras, AppSet, Application, cookie_name};
-use crate::source::yaml::Config;
 use crate::core::login::STATE_TTL_SECS;
+use crate::state::application::AppSet;
 use crate::state::memo::SessionMemo;
-use crate::provider::{ClientSettings, OidcClient};
-use crate::core::seal::Sealer;
 
 /// How long an ended provider session is remembered: longer than any session can live.
 pub const ENDED_SESSION_MEMORY: Duration = Duration::from_secs(8 * 86400);
@@ -147,76 +144,4 @@ impl Outpost {
         }
         Ok(())
     }
-}
-
-impl Runtime {
-    /// Builds applications from a standalone configuration, reusing `previous`'s OIDC client
-    /// when the provider settings did not change (keeps caches and readiness across reloads).
-    pub fn from_config(cfg: &Config, previous: Option<&Runtime>) -> Runtime {
-        let p = &cfg.provider;
-        let settings = ClientSettings {
-            issuer: p.issuer.clone(),
-            client_id: p.client_id.clone(),
-            client_secret: p.client_secret.clone(),
-            scopes: p.scopes.clone(),
-            client_auth: p.client_auth,
-            cache_ttl: p.introspection_cache_ttl,
-            max_concurrent_checks: p.max_concurrent_introspections,
-            extra_issuers: Vec::new(),
-        };
-        let reusable = previous
-            .and_then(|r| r.apps.iter().next())
-            .map(|a| Arc::clone(&a.oidc))
-            .filter(|o| same_client(&o.settings, &settings));
-        let oidc = reusable.unwrap_or_else(|| {
-            let c = Arc::new(OidcClient::new(settings, OidcClient::http_client(false)));
-            c.spawn_discovery();
-            c
-        });
-        let sealer = Arc::new(Sealer::new(&cfg.secret, "session"));
-        let cookie = cookie_name(&p.client_id);
-        let apps = cfg
-            .apps
-            .iter()
-            .map(|spec| {
-                Arc::new(Application {
-                    spec: spec.clone(),
-                    oidc: Arc::clone(&oidc),
-                    sealer: Arc::clone(&sealer),
-                    cookie_name: cookie.clone(),
-                    provider_name: spec.name.clone(),
-                    app_slug: spec.name.clone(),
-                    extras: AppExtras {
-                        basic_auth: None,
-                        bearer_header: true,
-                        basic_header: false,
-                    },
-                    metrics: crate::state::metrics::host_metrics(&spec.host_key()),
-                })
-            })
-            .collect();
-        Runtime {
-            loaded: true,
-            memo: SessionMemo::new(),
-            header_memo: SessionMemo::new(),
-            apps: AppSet::new(apps),
-            settings: Settings {
-                outpost_name: cfg.outpost_name.clone(),
-                trusted_proxies: cfg.trusted_proxies.clone(),
-                session_lifetime: cfg.session_lifetime,
-                send_jwt_header: p.send_jwt_header,
-                log_requests: cfg.log.requests,
-            },
-        }
-    }
-}
-
-fn same_client(a: &ClientSettings, b: &ClientSettings) -> bool {
-    a.issuer == b.issuer
-        && a.client_id == b.client_id
-        && a.client_secret == b.client_secret
-        && a.scopes == b.scopes
-        && a.client_auth == b.client_auth
-        && a.cache_ttl == b.cache_ttl
-        && a.max_concurrent_checks == b.max_concurrent_checks
 }

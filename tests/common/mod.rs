@@ -15,9 +15,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ak_outpost::http::server::{self, Listener};
 use ak_outpost::source::yaml::Config;
 use ak_outpost::state::outpost::{Outpost, Runtime};
-use ak_outpost::http::server::{self, Listener};
 use reqwest::header::{HeaderMap, LOCATION};
 use serde_json::{Value, json};
 use tokio::sync::watch;

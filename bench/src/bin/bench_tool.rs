@@ -19,9 +19,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ak_outpost::core::app::cookie_name;
-use ak_outpost::provider::unix_now;
+use ak_outpost::core::token::unix_now;
 use ak_outpost::core::seal::Sealer;
-use ak_outpost::core::session::{Identity, Session};
+use ak_outpost::core::identity::Identity;
+use ak_outpost::core::session::Session;
 use reqwest::header::{HOST, LOCATION, SET_COOKIE};
 use serde_json::{Value, json};
 

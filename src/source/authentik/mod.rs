@@ -15,14 +15,16 @@ use ipnet::IpNet;
 use tokio::sync::Notify;
 use url::Url;
 
-use crate::core::app::{AppExtras, AppSet, AppSpec, Application, Mode, cookie_name};
-use crate::source::yaml::{ClientAuth, ConfigError, DEFAULT_TRUSTED_PROXIES, parse_cidr};
-use crate::state::memo::SessionMemo;
-use crate::provider::{ClientSettings, Discovery, OidcClient};
-use crate::state::outpost::{Outpost, Runtime, Settings};
+use crate::core::app::{AppExtras, AppSpec, Mode, Site, cookie_name};
 use crate::core::seal::Sealer;
-use crate::source::secret::resolve_indirection;
-use crate::http::tls::CertStore;
+use crate::provider::ClientAuth;
+use crate::provider::{ClientSettings, Discovery, OidcClient};
+use crate::source::values::resolve_indirection;
+use crate::source::values::{ConfigError, DEFAULT_TRUSTED_PROXIES, parse_cidr};
+use crate::state::application::{AppSet, Application};
+use crate::state::certs::CertStore;
+use crate::state::memo::SessionMemo;
+use crate::state::outpost::{Outpost, Runtime, Settings};
 use api::{Api, OutpostObject, ProxyProvider};
 use rustls::sign::CertifiedKey;
 
@@ -175,7 +177,10 @@ impl AuthentikEnv {
                 }
             }
         }
-        let reload_jitter = match jitter_raw.as_deref().map(crate::source::yaml::parse_duration) {
+        let reload_jitter = match jitter_raw
+            .as_deref()
+            .map(crate::source::values::parse_duration)
+        {
             None => Duration::from_secs(9),
             Some(Ok(d)) => d,
             Some(Err(e)) => {
@@ -426,18 +431,20 @@ pub async fn build_runtime(
             )
         });
         apps.push(Arc::new(Application {
-            cookie_name: cookie_name(&p.client_id),
-            sealer: Arc::new(Sealer::new(secret.as_bytes(), "session")),
-            oidc,
-            provider_name: p.name.clone(),
-            app_slug: p.assigned_application_slug.clone().unwrap_or_default(),
-            extras: AppExtras {
-                basic_auth,
-                bearer_header: true,
-                basic_header: true,
-            },
             metrics: crate::state::metrics::host_metrics(&spec.host_key()),
-            spec,
+            site: Site {
+                cookie_name: cookie_name(&p.client_id),
+                sealer: Arc::new(Sealer::new(secret.as_bytes(), "session")),
+                provider_name: p.name.clone(),
+                app_slug: p.assigned_application_slug.clone().unwrap_or_default(),
+                extras: AppExtras {
+                    basic_auth,
+                    bearer_header: true,
+                    basic_header: true,
+                },
+                spec,
+            },
+            oidc,
         }));
     }
     if !proxy_mode.is_empty() {
@@ -658,7 +665,7 @@ async fn update_certificates(
         let key = match cached {
             Some(ck) => ck,
             None => match api.keypair_pem(uuid).await {
-                Ok((cert, key)) => match crate::http::tls::from_pem(&cert, &key) {
+                Ok((cert, key)) => match crate::state::certs::from_pem(&cert, &key) {
                     Ok(ck) => {
                         let ck = Arc::new(ck);
                         cache

@@ -129,7 +129,8 @@ async fn session(
         http::HeaderValue::from_str(&user_agent()).map_err(|e| e.to_string())?,
     );
     let connector = if insecure {
-        let cfg = crate::http::tls::insecure_client_config().map_err(|e| e.to_string())?;
+        let cfg =
+            crate::provider::client_tls::insecure_client_config().map_err(|e| e.to_string())?;
         Some(tokio_tungstenite::Connector::Rustls(Arc::new(cfg)))
     } else {
         None
