@@ -1,0 +1,206 @@
+//! Endpoint handlers. Each one parses its input, does the I/O it needs (session check, token
+//! calls), and hands the outcome to `respond`; the forward-auth verdict itself comes from the
+//! pure `decide`.
+
+use std::net::SocketAddr;
+
+use http::request::Parts;
+use http::{Response, StatusCode};
+
+use crate::core::app::Mode;
+use crate::core::paths::Flavour;
+use crate::core::paths::{CALLBACK_SIGNATURE, LOGOUT_SIGNATURE, Route};
+use crate::core::request::{AuthRequest, request_host};
+use crate::http::respond::{self, Body};
+use crate::state::metrics::HostMetrics;
+use crate::state::outpost::{Outpost, Runtime};
+
+mod auth;
+mod login;
+mod sign_out;
+
+use auth::auth;
+use login::{callback, start};
+use sign_out::sign_out;
+
+/// What the request log line reports, attached to the response as an extension.
+#[derive(Debug, Clone, Default)]
+pub struct LogInfo {
+    pub app: String,
+    pub outcome: &'static str,
+    pub user: String,
+}
+
+/// Per-request context.
+struct Ctx<'a> {
+    outpost: &'a Outpost,
+    rt: &'a Runtime,
+    /// Whether the request line will be logged (so [`LogInfo`] is worth building).
+    log: bool,
+    /// The TCP peer.
+    peer: SocketAddr,
+}
+
+impl Ctx<'_> {
+    /// [`with_log`] when the request line will be logged; forward-auth checks skip the
+    /// allocation otherwise.
+    fn logged(
+        &self,
+        r: Response<Body>,
+        app: &str,
+        outcome: &'static str,
+        user: &str,
+    ) -> Response<Body> {
+        if self.log {
+            with_log(r, app, outcome, user)
+        } else {
+            r
+        }
+    }
+}
+
+/// Answers one request on the outpost listener (HTTP or HTTPS). `answered_by` is set to the histograms of
+/// the application the request was for, once known.
+pub async fn handle(
+    outpost: &Outpost,
+    parts: Parts,
+    peer: SocketAddr,
+    answered_by: &mut Option<&'static HostMetrics>,
+) -> Response<Body> {
+    let route = Route::from_path(parts.uri.path());
+    match route {
+        Route::Ping => return respond::empty(StatusCode::NO_CONTENT),
+        Route::Ready => return ready(outpost),
+        _ => {}
+    }
+    let rt = outpost.runtime();
+    if !rt.loaded {
+        return respond::unavailable("the outpost has not received its configuration yet");
+    }
+    let trusted = rt.settings.is_trusted(peer.ip());
+    let flavour = match route {
+        Route::Auth(f) => Some(f),
+        _ => None,
+    };
+    // A check is parsed once, here: its original URL also names the application.
+    let req = flavour.map(|f| AuthRequest::parse(f, &parts, trusted));
+    let host = match &req {
+        Some(r) => r.host(&parts, trusted),
+        None => request_host(&parts, trusted, None),
+    }
+    .unwrap_or_default();
+    let Some(app) = rt.apps.lookup(host).cloned() else {
+        tracing::debug!(host, "no application for this host");
+        return with_log(respond::no_app(host), "", "no_app", "");
+    };
+    *answered_by = Some(app.metrics);
+    if app.spec.mode == Mode::Proxy {
+        return with_log(
+            respond::error_page(
+                StatusCode::NOT_IMPLEMENTED,
+                "Proxy mode is not supported",
+                &format!(
+                    "The provider for {host} is in proxy mode, where the outpost itself forwards requests to the application. ak-outpost only does forward auth: switch the provider to \"Forward auth (single application)\" or \"Forward auth (domain level)\" and put your reverse proxy in front of the app."
+                ),
+            ),
+            &app.spec.name,
+            "proxy_mode",
+            "",
+        );
+    }
+    let ctx = Ctx {
+        outpost,
+        rt: &rt,
+        log: rt.settings.log_requests
+            || tracing::enabled!(target: "ak_outpost::http::server", tracing::Level::DEBUG),
+        peer,
+    };
+    let query = parts.uri.query().unwrap_or_default();
+    // Like authentik, a callback or sign-out signature in the query wins over the path, except
+    // on the forward-auth checks, whose own query is not the user's.
+    if !matches!(
+        route,
+        Route::Auth(Flavour::Nginx | Flavour::Traefik | Flavour::Caddy)
+    ) {
+        match signature(query) {
+            Some(Signature::Callback) => {
+                return Box::pin(callback(&ctx, &app, &parts.headers, query)).await;
+            }
+            Some(Signature::Logout) => return Box::pin(sign_out(&app, &parts.headers)).await,
+            None => {}
+        }
+    }
+    match route {
+        Route::Start => start(&app, &parts.headers, query),
+        // The login and logout futures (token calls) are boxed: the check's future, which
+        // hyper keeps per connection, stays small.
+        Route::Callback => Box::pin(callback(&ctx, &app, &parts.headers, query)).await,
+        Route::SignOut => Box::pin(sign_out(&app, &parts.headers)).await,
+        Route::Auth(_) => match req {
+            Some(req) => auth(&ctx, &app, &parts, req).await,
+            None => respond::text(StatusCode::NOT_FOUND, "404 page not found"),
+        },
+        _ => respond::text(StatusCode::NOT_FOUND, "404 page not found"),
+    }
+}
+
+fn with_log(mut r: Response<Body>, app: &str, outcome: &'static str, user: &str) -> Response<Body> {
+    r.extensions_mut().insert(LogInfo {
+        app: app.to_string(),
+        outcome,
+        user: user.to_string(),
+    });
+    r
+}
+
+fn ready(outpost: &Outpost) -> Response<Body> {
+    match outpost.ready() {
+        Ok(()) => respond::text(StatusCode::OK, "ready"),
+        Err(reason) => respond::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("not ready: {reason}"),
+        ),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Signature {
+    Callback,
+    Logout,
+}
+
+fn signature(query: &str) -> Option<Signature> {
+    if query.is_empty() {
+        return None;
+    }
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if v.eq_ignore_ascii_case("true") {
+            if k == CALLBACK_SIGNATURE {
+                return Some(Signature::Callback);
+            }
+            if k == LOGOUT_SIGNATURE {
+                return Some(Signature::Logout);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures() {
+        assert_eq!(
+            signature("X-authentik-auth-callback=true&code=1"),
+            Some(Signature::Callback)
+        );
+        assert_eq!(
+            signature("a=1&X-authentik-logout=TRUE"),
+            Some(Signature::Logout)
+        );
+        assert_eq!(signature("X-authentik-auth-callback=false"), None);
+        assert_eq!(signature(""), None);
+    }
+}
