@@ -15,6 +15,7 @@ use super::login::{callback, start_login};
 use super::sign_out::sign_out;
 use super::{Ctx, Signature, signature};
 use crate::core::decide::{Decision, SessionCheck, decide};
+use crate::core::identity::Identity;
 use crate::core::identity_headers::{Prepared, identity_headers};
 use crate::core::paths::Flavour;
 use crate::core::redirect::RedirectTarget;
@@ -25,7 +26,7 @@ use crate::core::session::{
 };
 use crate::core::token::{token_key, unix_now};
 use crate::http::respond::{self, Body};
-use crate::provider::RefreshOutcome;
+use crate::provider::{OidcError, RefreshOutcome};
 use crate::state::application::Application;
 use crate::state::outpost::Runtime;
 
@@ -36,18 +37,11 @@ pub(super) async fn auth(
     parts: &Parts,
     req: AuthRequest<'_>,
 ) -> Response<Body> {
-    let flavour = req.flavour;
-    if matches!(flavour, Flavour::Traefik | Flavour::Caddy)
-        && let Ok(u) = &req.original
-        && let Some(sig) = signature(u.raw_query().unwrap_or_default())
-    {
-        match sig {
-            Signature::Callback => {
-                let query = u.url().and_then(Url::query).unwrap_or_default();
-                return Box::pin(callback(ctx, app, &parts.headers, query)).await;
-            }
-            Signature::Logout => return Box::pin(sign_out(app, &parts.headers)).await,
-        }
+    if let Some((sig, query)) = forwarded_signature(&req) {
+        return match sig {
+            Signature::Callback => Box::pin(callback(ctx, app, &parts.headers, query)).await,
+            Signature::Logout => Box::pin(sign_out(app, &parts.headers)).await,
+        };
     }
     let cookies = read_session_cookies(&parts.headers, &app.cookie_name);
     let now = unix_now();
@@ -55,59 +49,12 @@ pub(super) async fn auth(
     let decision = decide(&req, &check, &app.spec, now);
     let name = app.spec.name.as_str();
     let mut resp = match (&decision, &check) {
-        (
-            Decision::Allow,
-            SessionCheck::Valid {
-                session,
-                renewed,
-                prepared,
-            },
-        ) => {
-            let built;
-            let prepared = match prepared {
-                Some(p) => p.as_ref(),
-                None => {
-                    built = prepare(ctx.rt, app, session, None);
-                    &built
-                }
-            };
-            // A renewed session is stored again. The prepared cookies do unless the browser
-            // sent more chunks than they set (the extra ones must be expired). A remembered
-            // cookie's Max-Age counts from when it was built (at most the header cache TTL
-            // ago), so the browser may keep it that much longer; the session inside still
-            // ends at its own expiry.
-            let stored = prepared
-                .with_cookies
-                .as_ref()
-                .filter(|(_, n)| *renewed && cookies.chunks_sent <= *n)
-                .map(|(h, _)| h);
-            let ua = parts.headers.get(USER_AGENT);
-            let mut r = respond::allow(stored.unwrap_or(&prepared.headers), ua);
-            if *renewed && stored.is_none() {
-                // The session cookie must be the first Set-Cookie: nginx copies only that one.
-                respond::add_cookies(
-                    &mut r,
-                    session_set_cookies(app, session, now, cookies.chunks_sent),
-                );
-            }
-            return ctx.logged(r, name, "allow", &session.identity.username);
+        (Decision::Allow, SessionCheck::Valid { .. }) => {
+            return allow(ctx, app, parts, &cookies, &check, now);
         }
         (Decision::Allow, _) => respond::unauthorized(),
         (Decision::Anonymous, _) => respond::empty(StatusCode::OK),
-        (Decision::Login, _) => {
-            if flavour == Flavour::Nginx || !req.navigation {
-                respond::unauthorized()
-            } else {
-                let target = req
-                    .original
-                    .as_ref()
-                    .ok()
-                    .and_then(|u| u.url())
-                    .and_then(|u| RedirectTarget::check(u.clone(), &app.spec))
-                    .unwrap_or_else(|| RedirectTarget::home(&app.spec));
-                start_login(app, &parts.headers, target, 0)
-            }
-        }
+        (Decision::Login, _) => login(app, parts, &req),
         (Decision::Forbidden, SessionCheck::Valid { session, .. }) => {
             let user = session.identity.username.clone();
             let r = respond::error_page(
@@ -125,30 +72,117 @@ pub(super) async fn auth(
                 .not_ready_reason()
                 .unwrap_or_else(|| "provider error".into()),
         ),
-        (Decision::Misconfigured, _) => {
-            tracing::warn!(
-                app = name,
-                flavour = flavour.as_str(),
-                "reverse proxy sent no usable original URL (X-Original-URL / X-Forwarded-*)"
-            );
-            ctx.outpost.report(name, || {
-                misconfiguration_event(&ctx.rt.settings.outpost_name, app, parts, flavour, ctx.peer)
-            });
-            respond::text(StatusCode::INTERNAL_SERVER_ERROR, "configuration error")
-        }
+        (Decision::Misconfigured, _) => misconfigured(ctx, app, parts, req.flavour),
     };
     if matches!(check, SessionCheck::Invalid) {
         respond::add_cookies(&mut resp, clear_session_cookies(app, cookies.chunks_sent));
     }
-    let outcome = match decision {
+    ctx.logged(resp, name, outcome(decision), "")
+}
+
+/// A callback or sign-out signature in the original URL's query (Traefik and Caddy send
+/// every request of the app, callbacks included, to the check), with the query to use.
+fn forwarded_signature<'r>(req: &'r AuthRequest<'_>) -> Option<(Signature, &'r str)> {
+    if !matches!(req.flavour, Flavour::Traefik | Flavour::Caddy) {
+        return None;
+    }
+    let u = req.original.as_ref().ok()?;
+    let sig = signature(u.raw_query().unwrap_or_default())?;
+    Some((sig, u.url().and_then(Url::query).unwrap_or_default()))
+}
+
+/// `200` with the identity headers of a live session (`check` is `Valid`), storing the
+/// session again when it was renewed.
+fn allow(
+    ctx: &Ctx<'_>,
+    app: &Application,
+    parts: &Parts,
+    cookies: &SessionCookies<'_>,
+    check: &SessionCheck,
+    now: i64,
+) -> Response<Body> {
+    let SessionCheck::Valid {
+        session,
+        renewed,
+        prepared,
+    } = check
+    else {
+        return respond::unauthorized();
+    };
+    let built;
+    let prepared = match prepared {
+        Some(p) => p.as_ref(),
+        None => {
+            built = prepare(ctx.rt, app, session, None);
+            &built
+        }
+    };
+    // A renewed session is stored again. The prepared cookies do unless the browser sent
+    // more chunks than they set (the extra ones must be expired). A remembered cookie's
+    // Max-Age counts from when it was built (at most the header cache TTL ago), so the
+    // browser may keep it that much longer; the session inside still ends at its own expiry.
+    let stored = prepared
+        .with_cookies
+        .as_ref()
+        .filter(|(_, n)| *renewed && cookies.chunks_sent <= *n)
+        .map(|(h, _)| h);
+    let ua = parts.headers.get(USER_AGENT);
+    let mut r = respond::allow(stored.unwrap_or(&prepared.headers), ua);
+    if *renewed && stored.is_none() {
+        // The session cookie must be the first Set-Cookie: nginx copies only that one.
+        respond::add_cookies(
+            &mut r,
+            session_set_cookies(app, session, now, cookies.chunks_sent),
+        );
+    }
+    ctx.logged(r, &app.spec.name, "allow", &session.identity.username)
+}
+
+/// Not authenticated: `401` for nginx (its config sends browsers to `/start`) and for API
+/// clients; other proxies' browsers go straight to the login, back to where they were.
+fn login(app: &Application, parts: &Parts, req: &AuthRequest<'_>) -> Response<Body> {
+    if req.flavour == Flavour::Nginx || !req.navigation {
+        return respond::unauthorized();
+    }
+    let target = req
+        .original
+        .as_ref()
+        .ok()
+        .and_then(|u| u.url())
+        .and_then(|u| RedirectTarget::check(u.clone(), &app.spec))
+        .unwrap_or_else(|| RedirectTarget::home(&app.spec));
+    start_login(app, &parts.headers, target, 0)
+}
+
+/// `500` for a proxy that sent no usable original URL, logged and reported to authentik.
+fn misconfigured(
+    ctx: &Ctx<'_>,
+    app: &Application,
+    parts: &Parts,
+    flavour: Flavour,
+) -> Response<Body> {
+    let name = app.spec.name.as_str();
+    tracing::warn!(
+        app = name,
+        flavour = flavour.as_str(),
+        "reverse proxy sent no usable original URL (X-Original-URL / X-Forwarded-*)"
+    );
+    ctx.outpost.report(name, || {
+        misconfiguration_event(&ctx.rt.settings.outpost_name, app, parts, flavour, ctx.peer)
+    });
+    respond::text(StatusCode::INTERNAL_SERVER_ERROR, "configuration error")
+}
+
+/// The outcome a decision is logged as.
+fn outcome(decision: Decision) -> &'static str {
+    match decision {
         Decision::Allow => "allow",
         Decision::Anonymous => "skip",
         Decision::Login => "unauthenticated",
         Decision::Forbidden => "forbidden",
         Decision::Unavailable => "unavailable",
         Decision::Misconfigured => "misconfigured",
-    };
-    ctx.logged(resp, name, outcome, "")
+    }
 }
 
 /// authentik's `configuration_error` event for a check whose original URL is unknown. The
@@ -207,76 +241,94 @@ async fn check_session(
     if matches!(from_cookie, SessionCheck::Valid { .. }) {
         return from_cookie;
     }
-    let Some(authz) = header_str(headers, AUTHORIZATION) else {
+    let Some(authz) = accepted_authorization(app, headers) else {
         return from_cookie;
     };
-    let bearer = authz.len() > 7 && authz[..7].eq_ignore_ascii_case("bearer ");
-    if !(bearer && app.extras.bearer_header || !bearer && app.extras.basic_header) {
-        return from_cookie;
+    match header_session(ctx, app, authz, now).await {
+        Ok(Some(valid)) => valid,
+        Ok(None) => from_cookie,
+        Err(()) => match from_cookie {
+            SessionCheck::None => SessionCheck::Unverifiable,
+            other => other,
+        },
     }
+}
+
+/// The `Authorization` value, if it is of a kind the app accepts (Bearer, Basic).
+fn accepted_authorization<'h>(app: &Application, headers: &'h HeaderMap) -> Option<&'h str> {
+    let authz = header_str(headers, AUTHORIZATION)?;
+    let bearer = authz.len() > 7 && authz[..7].eq_ignore_ascii_case("bearer ");
+    (bearer && app.extras.bearer_header || !bearer && app.extras.basic_header).then_some(authz)
+}
+
+/// The session an `Authorization` value authenticates: `Ok(None)` if it authenticates
+/// nobody (or an ended provider session), `Err` if the provider could not be asked.
+async fn header_session(
+    ctx: &Ctx<'_>,
+    app: &Arc<Application>,
+    authz: &str,
+    now: i64,
+) -> Result<Option<SessionCheck>, ()> {
     // A remembered header already knows its cache key: no hashing of the token per request.
     let remembered = ctx.rt.header_memo.get(app, authz);
     let key = remembered
         .as_ref()
         .map_or_else(|| token_key(authz), |hit| hit.token_key);
-    match app
+    let h = match app
         .oidc
         .header_auth_keyed(key, authz, app.extras.basic_header)
         .await
     {
-        Ok(Some(h)) => {
-            if h.identity
-                .sid
-                .as_deref()
-                .is_some_and(|sid| ctx.outpost.is_ended(sid))
-            {
-                return from_cookie;
-            }
-            // The same header as before, answered by the same cached upstream check: reuse
-            // the session, headers and cookie built then.
-            if let Some(hit) = remembered
-                && hit.source.as_ref().is_some_and(|s| Arc::ptr_eq(s, &h))
-            {
-                return SessionCheck::Valid {
-                    session: Arc::clone(&hit.session),
-                    renewed: true,
-                    prepared: Some(Arc::clone(&hit.prepared)),
-                };
-            }
-            let session = Arc::new(Session {
-                version: 1,
-                identity: h.identity.clone(),
-                access_token: h.token.clone(),
-                access_expires_at: h.expires_at,
-                access_issued_at: now,
-                refresh_token: None,
-                id_token: None,
-                expires_at: h.expires_at,
-            });
-            let prepared = Arc::new(prepare(ctx.rt, app, &session, Some(now)));
-            ctx.rt.header_memo.put(
-                app,
-                authz,
-                Some(h),
-                Arc::clone(&session),
-                key,
-                Arc::clone(&prepared),
-            );
-            SessionCheck::Valid {
-                session,
-                renewed: true,
-                prepared: Some(prepared),
-            }
-        }
-        Ok(None) => from_cookie,
+        Ok(Some(h)) if !is_ended(ctx, &h.identity) => h,
+        Ok(_) => return Ok(None),
         Err(e) => {
             tracing::warn!(error = %e, "header authentication failed");
-            match from_cookie {
-                SessionCheck::None => SessionCheck::Unverifiable,
-                other => other,
-            }
+            return Err(());
         }
+    };
+    // The same header as before, answered by the same cached upstream check: reuse the
+    // session, headers and cookie built then.
+    if let Some(hit) = remembered
+        && hit.source.as_ref().is_some_and(|s| Arc::ptr_eq(s, &h))
+    {
+        return Ok(Some(SessionCheck::Valid {
+            session: Arc::clone(&hit.session),
+            renewed: true,
+            prepared: Some(Arc::clone(&hit.prepared)),
+        }));
     }
+    let session = Arc::new(Session {
+        version: 1,
+        identity: h.identity.clone(),
+        access_token: h.token.clone(),
+        access_expires_at: h.expires_at,
+        access_issued_at: now,
+        refresh_token: None,
+        id_token: None,
+        expires_at: h.expires_at,
+    });
+    let prepared = Arc::new(prepare(ctx.rt, app, &session, Some(now)));
+    ctx.rt.header_memo.put(
+        app,
+        authz,
+        Some(h),
+        Arc::clone(&session),
+        key,
+        Arc::clone(&prepared),
+    );
+    Ok(Some(SessionCheck::Valid {
+        session,
+        renewed: true,
+        prepared: Some(prepared),
+    }))
+}
+
+/// Whether the provider ended the session this identity belongs to.
+fn is_ended(ctx: &Ctx<'_>, identity: &Identity) -> bool {
+    identity
+        .sid
+        .as_deref()
+        .is_some_and(|sid| ctx.outpost.is_ended(sid))
 }
 
 /// The response parts for `session`: its identity headers and, with `store_at` (the time
@@ -314,30 +366,17 @@ async fn cookie_session(
     };
     if let Some(hit) = ctx.rt.memo.get(app, value) {
         let s = &hit.session;
-        let ended = || {
-            s.identity
-                .sid
-                .as_deref()
-                .is_some_and(|sid| ctx.outpost.is_ended(sid))
-        };
         // Expired, ended or due for renewal: the full path below handles it.
-        if s.expires_at > now && !s.needs_renewal(now) && !ended() {
-            return match app
+        if s.expires_at > now && !s.needs_renewal(now) && !is_ended(ctx, &s.identity) {
+            let live = app
                 .oidc
                 .check_token_keyed(hit.token_key, &s.access_token, s.access_expires_at, now)
-                .await
-            {
-                Ok(true) => SessionCheck::Valid {
-                    session: Arc::clone(&hit.session),
-                    renewed: false,
-                    prepared: Some(Arc::clone(&hit.prepared)),
-                },
-                Ok(false) => SessionCheck::Invalid,
-                Err(e) => {
-                    tracing::warn!(error = %e, "token check failed");
-                    SessionCheck::Unverifiable
-                }
-            };
+                .await;
+            return token_verdict(live, || SessionCheck::Valid {
+                session: Arc::clone(&hit.session),
+                renewed: false,
+                prepared: Some(Arc::clone(&hit.prepared)),
+            });
         }
     }
     let mut session = match open_session(app, cookies, now) {
@@ -345,74 +384,105 @@ async fn cookie_session(
         CookieState::Invalid => return SessionCheck::Invalid,
         CookieState::Present(s) => s,
     };
-    if session
-        .identity
-        .sid
-        .as_deref()
-        .is_some_and(|sid| ctx.outpost.is_ended(sid))
-    {
+    if is_ended(ctx, &session.identity) {
         return SessionCheck::Invalid;
     }
     if session.needs_renewal(now) {
-        match session.refresh_token.clone() {
-            Some(rt) => match Box::pin(app.oidc.refresh(&rt)).await {
-                Ok(RefreshOutcome::Renewed(t)) => {
-                    session.access_token = t.access_token;
-                    session.access_expires_at = t.expires_at;
-                    session.access_issued_at = now;
-                    session.refresh_token = t.refresh_token;
-                    if t.id_token.is_some() {
-                        session.id_token = t.id_token;
-                    }
-                    session.shrink_to_fit();
-                    return SessionCheck::Valid {
-                        session: Arc::new(*session),
-                        renewed: true,
-                        prepared: None,
-                    };
-                }
-                Ok(RefreshOutcome::Rejected) => return SessionCheck::Invalid,
-                Err(e) => {
-                    tracing::warn!(error = %e, "token renewal failed");
-                    if session.access_expires_at <= now {
-                        return SessionCheck::Unverifiable;
-                    }
-                }
-            },
-            None if session.access_expires_at <= now => return SessionCheck::Invalid,
-            None => {}
+        match renew(app, &mut session, now).await {
+            Renewal::Renewed => {
+                return SessionCheck::Valid {
+                    session: Arc::new(*session),
+                    renewed: true,
+                    prepared: None,
+                };
+            }
+            Renewal::Over(check) => return check,
+            Renewal::Unchanged => {}
         }
     }
     let key = token_key(&session.access_token);
-    match app
+    let live = app
         .oidc
         .check_token_keyed(key, &session.access_token, session.access_expires_at, now)
-        .await
-    {
-        Ok(true) => {
-            let session = Arc::new(*session);
-            let prepared = Arc::new(prepare(ctx.rt, app, &session, None));
-            // Only a session that needs nothing but the token check is remembered.
-            if !session.needs_renewal(now) {
-                ctx.rt.memo.put(
-                    app,
-                    value,
-                    None,
-                    Arc::clone(&session),
-                    key,
-                    Arc::clone(&prepared),
-                );
-            }
-            SessionCheck::Valid {
-                session,
-                renewed: false,
-                prepared: Some(prepared),
-            }
+        .await;
+    token_verdict(live, || {
+        let session = Arc::new(*session);
+        let prepared = Arc::new(prepare(ctx.rt, app, &session, None));
+        // Only a session that needs nothing but the token check is remembered.
+        if !session.needs_renewal(now) {
+            ctx.rt.memo.put(
+                app,
+                value,
+                None,
+                Arc::clone(&session),
+                key,
+                Arc::clone(&prepared),
+            );
         }
+        SessionCheck::Valid {
+            session,
+            renewed: false,
+            prepared: Some(prepared),
+        }
+    })
+}
+
+/// What the provider's answer on an access token means: `valid` when it is live.
+fn token_verdict(
+    live: Result<bool, Arc<OidcError>>,
+    valid: impl FnOnce() -> SessionCheck,
+) -> SessionCheck {
+    match live {
+        Ok(true) => valid(),
         Ok(false) => SessionCheck::Invalid,
         Err(e) => {
             tracing::warn!(error = %e, "token check failed");
             SessionCheck::Unverifiable
+        }
+    }
+}
+
+/// How renewing a session's tokens went.
+enum Renewal {
+    /// New tokens are in the session.
+    Renewed,
+    /// The check ends here with this verdict.
+    Over(SessionCheck),
+    /// No renewal (no refresh token, or the provider failed) but the access token still
+    /// lives: the usual token check decides.
+    Unchanged,
+}
+
+/// Renews the session's tokens with its refresh token.
+async fn renew(app: &Application, session: &mut Session, now: i64) -> Renewal {
+    let Some(refresh_token) = session.refresh_token.clone() else {
+        return if session.access_expires_at <= now {
+            Renewal::Over(SessionCheck::Invalid)
+        } else {
+            Renewal::Unchanged
+        };
+    };
+    // Boxed: the check's future, which hyper keeps per connection, stays small.
+    match Box::pin(app.oidc.refresh(&refresh_token)).await {
+        Ok(RefreshOutcome::Renewed(t)) => {
+            session.access_token = t.access_token;
+            session.access_expires_at = t.expires_at;
+            session.access_issued_at = now;
+            session.refresh_token = t.refresh_token;
+            if t.id_token.is_some() {
+                session.id_token = t.id_token;
+            }
+            session.shrink_to_fit();
+            Renewal::Renewed
+        }
+        Ok(RefreshOutcome::Rejected) => Renewal::Over(SessionCheck::Invalid),
+        Err(e) => {
+            tracing::warn!(error = %e, "token renewal failed");
+            if session.access_expires_at <= now {
+                Renewal::Over(SessionCheck::Unverifiable)
+            } else {
+                Renewal::Unchanged
+            }
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::core::session::{
     CookieState, Session, cookie_header, open_session, read_cookie, read_session_cookies,
     session_set_cookies,
 };
-use crate::core::token::{pkce_pair, random_token, unix_now};
+use crate::core::token::{TokenSet, pkce_pair, random_token, unix_now};
 use crate::http::respond::{self, Body};
 use crate::provider::OidcError;
 use crate::state::application::Application;
@@ -118,173 +118,251 @@ pub(super) async fn callback(
     headers: &HeaderMap,
     query: &str,
 ) -> Response<Body> {
-    let name = app.spec.name.as_str();
-    let mut state_param = None;
-    let mut code = None;
-    let mut error = None;
-    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-        match k.as_ref() {
-            "state" => state_param = Some(v.into_owned()),
-            "code" => code = Some(v.into_owned()),
-            "error" => error = Some(v.into_owned()),
-            _ => {}
+    let query = CallbackQuery::parse(query);
+    match finish_login(ctx, app, headers, query, unix_now()).await {
+        Ok(r) => r,
+        Err(failure) => failure.render(app),
+    }
+}
+
+/// The parameters a provider sends back to the callback.
+#[derive(Default)]
+struct CallbackQuery {
+    state: Option<String>,
+    code: Option<String>,
+    error: Option<String>,
+}
+
+impl CallbackQuery {
+    fn parse(query: &str) -> CallbackQuery {
+        let mut q = CallbackQuery::default();
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            match k.as_ref() {
+                "state" => q.state = Some(v.into_owned()),
+                "code" => q.code = Some(v.into_owned()),
+                "error" => q.error = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+        q
+    }
+}
+
+/// Why a callback did not log the browser in, turned into a response by [`Failure::render`].
+enum Failure {
+    /// Start the login again towards `target` (a page once `attempt` reaches
+    /// [`MAX_ATTEMPTS`]); logged as `restart`.
+    Restart {
+        target: String,
+        attempt: u8,
+        why: String,
+    },
+    /// A finished response, and the outcome the request log reports, if any.
+    Answer(Response<Body>, Option<&'static str>),
+}
+
+impl Failure {
+    /// The next attempt of the login `st` started.
+    fn retry(st: &LoginState, why: impl Into<String>) -> Failure {
+        Failure::Restart {
+            target: st.redirect.clone(),
+            attempt: st.attempt + 1,
+            why: why.into(),
         }
     }
-    let home = app.spec.external_host.as_str().to_string();
-    let now = unix_now();
+
+    /// The last attempt, back to the application's home: there is no state to learn from.
+    fn last_try(app: &Application, why: &str) -> Failure {
+        Failure::Restart {
+            target: app.spec.external_host.as_str().to_string(),
+            attempt: MAX_ATTEMPTS - 1,
+            why: why.to_string(),
+        }
+    }
+
+    fn render(self, app: &Application) -> Response<Body> {
+        let name = app.spec.name.as_str();
+        match self {
+            Failure::Restart {
+                target,
+                attempt,
+                why,
+            } => with_log(restart(app, &target, attempt, &why), name, "restart", ""),
+            Failure::Answer(r, Some(outcome)) => with_log(r, name, outcome, ""),
+            Failure::Answer(r, None) => r,
+        }
+    }
+}
+
+/// The callback's steps: the state, its single use, the provider's answer, the code exchange,
+/// the identity, and finally the session cookie.
+async fn finish_login(
+    ctx: &Ctx<'_>,
+    app: &Application,
+    headers: &HeaderMap,
+    query: CallbackQuery,
+    now: i64,
+) -> Result<Response<Body>, Failure> {
+    let st = open_state(app, headers, query.state.as_deref(), now)?;
+    claim_state(ctx, app, headers, &st, now)?;
+    if let Some(err) = query.error {
+        return Err(provider_error(&err));
+    }
+    let code = query
+        .code
+        .ok_or_else(|| Failure::retry(&st, "callback without code"))?;
+    let tokens = exchange_code(app, &code, &st).await?;
+    let identity = identify(app, &tokens, &st).await?;
+    Ok(store_session(
+        ctx, app, headers, identity, &tokens, &st, now,
+    ))
+}
+
+/// Opens the sealed `state` parameter, bound to this browser's binding cookie.
+fn open_state(
+    app: &Application,
+    headers: &HeaderMap,
+    state: Option<&str>,
+    now: i64,
+) -> Result<LoginState, Failure> {
     let binding = read_cookie(headers, &binding_cookie_name(&app.cookie_name));
-    let st = match state_param
-        .as_deref()
-        .map(|s| LoginState::open(&app.sealer, &state_aad(app), s, binding, now))
-    {
-        None => {
-            return with_log(
-                restart(app, &home, MAX_ATTEMPTS - 1, "callback without state"),
-                name,
-                "restart",
-                "",
-            );
-        }
-        Some(Err(StateError::Unreadable)) => {
-            return with_log(
-                restart(app, &home, MAX_ATTEMPTS - 1, "unreadable state"),
-                name,
-                "restart",
-                "",
-            );
-        }
-        Some(Err(StateError::Expired(st))) => {
-            return with_log(
-                restart(app, &st.redirect, st.attempt + 1, "state expired"),
-                name,
-                "restart",
-                "",
-            );
-        }
-        Some(Err(StateError::WrongBrowser(st))) => {
-            return with_log(
-                restart(
-                    app,
-                    &st.redirect,
-                    st.attempt + 1,
-                    "login started in another browser or cookie missing",
-                ),
-                name,
-                "restart",
-                "",
-            );
-        }
-        Some(Ok(st)) => st,
+    let Some(state) = state else {
+        return Err(Failure::last_try(app, "callback without state"));
     };
-    if !ctx.outpost.claim_state(&st.id) {
-        // A replayed callback: harmless if this browser is already logged in.
-        let cookies = read_session_cookies(headers, &app.cookie_name);
-        if let CookieState::Present(_) = open_session(app, &cookies, now) {
-            return with_log(respond::redirect(&st.redirect), name, "replay", "");
-        }
-        return with_log(
-            restart(app, &st.redirect, st.attempt + 1, "state already used"),
-            name,
-            "restart",
-            "",
-        );
+    match LoginState::open(&app.sealer, &state_aad(app), state, binding, now) {
+        Ok(st) => Ok(st),
+        Err(StateError::Unreadable) => Err(Failure::last_try(app, "unreadable state")),
+        Err(StateError::Expired(st)) => Err(Failure::retry(&st, "state expired")),
+        Err(StateError::WrongBrowser(st)) => Err(Failure::retry(
+            &st,
+            "login started in another browser or cookie missing",
+        )),
     }
-    if let Some(err) = error {
-        let (status, msg) = if err == "access_denied" {
-            (
-                StatusCode::FORBIDDEN,
-                "The identity provider denied access.".to_string(),
-            )
-        } else {
-            (
-                StatusCode::UNAUTHORIZED,
-                format!("The identity provider could not log you in ({err})."),
-            )
-        };
-        return with_log(
-            respond::error_page(status, "Login failed", &msg),
-            name,
-            "idp_error",
-            "",
-        );
+}
+
+/// Uses the state up; a replayed callback is harmless if this browser is already logged in.
+fn claim_state(
+    ctx: &Ctx<'_>,
+    app: &Application,
+    headers: &HeaderMap,
+    st: &LoginState,
+    now: i64,
+) -> Result<(), Failure> {
+    if ctx.outpost.claim_state(&st.id) {
+        return Ok(());
     }
-    let Some(code) = code else {
-        return with_log(
-            restart(app, &st.redirect, st.attempt + 1, "callback without code"),
-            name,
-            "restart",
-            "",
-        );
+    let cookies = read_session_cookies(headers, &app.cookie_name);
+    if let CookieState::Present(_) = open_session(app, &cookies, now) {
+        return Err(Failure::Answer(
+            respond::redirect(&st.redirect),
+            Some("replay"),
+        ));
+    }
+    Err(Failure::retry(st, "state already used"))
+}
+
+/// The provider's `error` parameter as a page.
+fn provider_error(err: &str) -> Failure {
+    let (status, msg) = if err == "access_denied" {
+        (
+            StatusCode::FORBIDDEN,
+            "The identity provider denied access.".to_string(),
+        )
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            format!("The identity provider could not log you in ({err})."),
+        )
     };
-    let tokens = match app
+    Failure::Answer(
+        respond::error_page(status, "Login failed", &msg),
+        Some("idp_error"),
+    )
+}
+
+/// Exchanges the code (with the state's PKCE verifier) for tokens.
+async fn exchange_code(
+    app: &Application,
+    code: &str,
+    st: &LoginState,
+) -> Result<TokenSet, Failure> {
+    let name = app.spec.name.as_str();
+    match app
         .oidc
-        .exchange_code(&code, &app.spec.redirect_uri, &st.verifier)
+        .exchange_code(code, &app.spec.redirect_uri, &st.verifier)
         .await
     {
-        Ok(t) => t,
-        Err(OidcError::Rejected(e)) => {
-            return with_log(
-                restart(
-                    app,
-                    &st.redirect,
-                    st.attempt + 1,
-                    &format!("code rejected: {e}"),
-                ),
-                name,
-                "restart",
-                "",
-            );
-        }
+        Ok(t) => Ok(t),
+        Err(OidcError::Rejected(e)) => Err(Failure::retry(st, format!("code rejected: {e}"))),
         Err(e @ (OidcError::NotReady(_) | OidcError::Transport(_))) => {
             tracing::warn!(app = name, error = %e, "code exchange failed");
-            return respond::unavailable(&e.to_string());
+            Err(Failure::Answer(respond::unavailable(&e.to_string()), None))
         }
         Err(e) => {
             tracing::warn!(app = name, error = %e, "code exchange failed");
-            return respond::error_page(
-                StatusCode::BAD_GATEWAY,
-                "Login failed",
-                "The identity provider returned an unexpected answer. Please try again.",
-            );
+            Err(Failure::Answer(
+                respond::error_page(
+                    StatusCode::BAD_GATEWAY,
+                    "Login failed",
+                    "The identity provider returned an unexpected answer. Please try again.",
+                ),
+                None,
+            ))
         }
+    }
+}
+
+/// Who logged in: the verified ID token's claims (with the state's nonce), completed by
+/// userinfo where the provider answers it.
+async fn identify(
+    app: &Application,
+    tokens: &TokenSet,
+    st: &LoginState,
+) -> Result<Identity, Failure> {
+    let name = app.spec.name.as_str();
+    let bad_gateway = |msg: &str| {
+        Failure::Answer(
+            respond::error_page(StatusCode::BAD_GATEWAY, "Login failed", msg),
+            None,
+        )
     };
     let Some(id_token) = tokens.id_token.as_deref() else {
         tracing::warn!(
             app = name,
             "provider returned no ID token; is the 'openid' scope granted?"
         );
-        return respond::error_page(
-            StatusCode::BAD_GATEWAY,
-            "Login failed",
-            "The identity provider returned no ID token.",
-        );
+        return Err(bad_gateway("The identity provider returned no ID token."));
     };
     let claims = match app.oidc.verify_id_token(id_token, Some(&st.nonce)).await {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(app = name, error = %e, "ID token rejected");
-            return with_log(
-                restart(app, &st.redirect, st.attempt + 1, "ID token rejected"),
-                name,
-                "restart",
-                "",
-            );
+            return Err(Failure::retry(st, "ID token rejected"));
         }
     };
     let Some(mut identity) = Identity::from_claims(&claims) else {
-        return respond::error_page(
-            StatusCode::BAD_GATEWAY,
-            "Login failed",
-            "The ID token names no subject.",
-        );
+        return Err(bad_gateway("The ID token names no subject."));
     };
     match app.oidc.userinfo(&tokens.access_token).await {
         Ok(info) => identity.merge_userinfo(&info),
         Err(e) => tracing::debug!(error = %e, "userinfo not used"),
     }
+    Ok(identity)
+}
+
+/// The redirect back to where the login started, with the cookies that store the session.
+fn store_session(
+    ctx: &Ctx<'_>,
+    app: &Application,
+    headers: &HeaderMap,
+    identity: Identity,
+    tokens: &TokenSet,
+    st: &LoginState,
+    now: i64,
+) -> Response<Body> {
     let mut session = Session::new(
         identity,
-        &tokens,
+        tokens,
         now,
         ctx.rt.settings.session_lifetime.as_secs() as i64,
     );
@@ -295,6 +373,7 @@ pub(super) async fn callback(
         &mut r,
         session_set_cookies(app, &session, now, cookies.chunks_sent),
     );
+    let name = app.spec.name.as_str();
     tracing::info!(app = name, user = %session.identity.username, "login");
     with_log(r, name, "login", &session.identity.username)
 }

@@ -8,10 +8,10 @@ use http::request::Parts;
 use http::{Response, StatusCode};
 
 use crate::core::app::Mode;
-use crate::core::paths::Flavour;
-use crate::core::paths::{CALLBACK_SIGNATURE, LOGOUT_SIGNATURE, Route};
+use crate::core::paths::{CALLBACK_SIGNATURE, Flavour, LOGOUT_SIGNATURE, Route};
 use crate::core::request::{AuthRequest, request_host};
 use crate::http::respond::{self, Body};
+use crate::state::application::Application;
 use crate::state::metrics::HostMetrics;
 use crate::state::outpost::{Outpost, Runtime};
 
@@ -95,18 +95,7 @@ pub async fn handle(
     };
     *answered_by = Some(app.metrics);
     if app.spec.mode == Mode::Proxy {
-        return with_log(
-            respond::error_page(
-                StatusCode::NOT_IMPLEMENTED,
-                "Proxy mode is not supported",
-                &format!(
-                    "The provider for {host} is in proxy mode, where the outpost itself forwards requests to the application. ak-outpost only does forward auth: switch the provider to \"Forward auth (single application)\" or \"Forward auth (domain level)\" and put your reverse proxy in front of the app."
-                ),
-            ),
-            &app.spec.name,
-            "proxy_mode",
-            "",
-        );
+        return proxy_mode(&app, host);
     }
     let ctx = Ctx {
         outpost,
@@ -142,6 +131,22 @@ pub async fn handle(
         },
         _ => respond::text(StatusCode::NOT_FOUND, "404 page not found"),
     }
+}
+
+/// The page for a host whose provider is in proxy mode, which is not served.
+fn proxy_mode(app: &Application, host: &str) -> Response<Body> {
+    with_log(
+        respond::error_page(
+            StatusCode::NOT_IMPLEMENTED,
+            "Proxy mode is not supported",
+            &format!(
+                "The provider for {host} is in proxy mode, where the outpost itself forwards requests to the application. ak-outpost only does forward auth: switch the provider to \"Forward auth (single application)\" or \"Forward auth (domain level)\" and put your reverse proxy in front of the app."
+            ),
+        ),
+        &app.spec.name,
+        "proxy_mode",
+        "",
+    )
 }
 
 fn with_log(mut r: Response<Body>, app: &str, outcome: &'static str, user: &str) -> Response<Body> {
