@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need (nginx, caddy, the reference IdP's npm
-# packages), then builds and runs every unit and integration test.
+# packages), checks the code's shape (layering and import cycles, clippy with warnings as
+# errors, rustdoc without warnings), then builds and runs every unit and integration test.
 #
 # Two phases: first the packaging tests, whose static fat-LTO release build keeps both cores
 # busy for minutes; then everything else, on a machine no longer busy compiling (tests that
@@ -12,6 +13,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash scripts/install-deps.sh
 status=0
+python3 scripts/check-layers.py || status=$?
+cargo clippy --locked --all-targets -- -D warnings || status=$?
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --quiet || status=$?
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --locked --no-fail-fast --test-threads 2 -E 'binary(packaging)' || status=$?
   cargo nextest run --locked --no-fail-fast --test-threads 2 -E 'not binary(packaging)' || status=$?

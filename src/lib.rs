@@ -6,29 +6,24 @@
 //! Sessions are sealed cookies (no server-side store), checked against the provider through a
 //! cached token introspection.
 //!
-//! # Layout
-//! - [`config`]: the YAML file, parsed once into validated types (all problems at once).
-//! - [`secret`]: `env://` / `file://` value indirections.
-//! - [`app`]: applications, their settings, and host lookup.
-//! - [`paths`], [`headers`]: every path and header name, spelled once.
-//! - [`request`]: the edge; a forward-auth request becomes an [`request::AuthRequest`].
-//! - [`decide`]: the pure verdict `decide(request, session, app, now) -> Decision`.
-//! - [`respond`]: the one place outcomes become HTTP responses.
-//! - [`handlers`]: the endpoints (auth checks, start, callback, sign_out, ping, ready).
-//! - [`session`]: the sealed, chunked session cookie.
-//! - [`memo`]: a bounded memo of opened session cookies (skips unsealing on the hot path).
-//! - [`login`]: the sealed OAuth state for the login round trip.
-//! - [`redirect`]: [`redirect::RedirectTarget`], the only way to name a post-login target.
-//! - [`seal`]: AES-256-GCM sealing with derived keys.
-//! - [`oidc`]: discovery, JWKS, token calls, ID-token checks, cached introspection.
-//! - [`extras`]: authentik's per-user Basic credentials and additional headers.
-//! - [`outpost`]: shared state, swapped atomically on reload.
-//! - [`server`]: the hyper accept loop and graceful drain.
-//! - [`metrics`]: Prometheus text on the metrics listener.
-//! - [`telemetry`]: tracing set-up.
-//! - [`healthcheck`]: the `ak-outpost healthcheck` probe.
-//! - [`authentik`]: authentik mode: API client, websocket, providers → applications.
-//! - [`tls`]: TLS configuration helpers.
+//! # Layers
+//! One folder per layer; a layer uses the layers above it in this list, never one below it
+//! (`scripts/check-layers.py` enforces it, and that no two modules import each other in a
+//! circle). `ARCHITECTURE.md` walks through a request and a login.
+//!
+//! - [`core`]: the pure part. Paths and header names, the request parsed at the edge
+//!   ([`core::request`]), redirect targets, sealing, the session cookie codec, the login
+//!   state, identity headers and [`core::decide::decide`]. No sockets, no tokio, no caches.
+//! - [`provider`]: the OpenID Connect client — discovery, keys and ID tokens, the token
+//!   endpoint, and the cached introspection. Talks to the identity provider only.
+//! - [`state`]: what the running process shares: [`state::application::Application`]s and
+//!   their index, the current [`state::outpost::Runtime`] swapped atomically, the session
+//!   memos, metric counters and server certificates.
+//! - [`source`]: where a configuration comes from: [`source::yaml`] (standalone) or
+//!   [`source::authentik`] (API, websocket, providers → applications). Both produce a
+//!   `Runtime`.
+//! - [`http`]: the listeners, routing, endpoint handlers and responses.
+//! - [`telemetry`], [`healthcheck`]: process support for `main.rs`, which only wires the rest.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]

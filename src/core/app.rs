@@ -1,7 +1,8 @@
-//! Applications: one per protected site (standalone) or per proxy provider (authentik).
-//! [`AppSpec`] holds the validated settings, [`Application`] adds what serving needs (OIDC client,
-//! sealing keys, cookie names), and [`AppSet`] finds the application for a request's host in
-//! O(number of DNS labels), whatever the number of applications.
+//! Applications as the core sees them: [`AppSpec`] holds one application's validated settings
+//! (external host, mode, cookie domain, skip paths, allowed groups) and [`Site`] adds its
+//! sealing keys and names; host and path helpers (label-boundary domain match, path
+//! normalisation, authentik's cookie name). No network and no shared state: the provider
+//! client and the host index live in `state::application`.
 
 use std::sync::Arc;
 

@@ -29,7 +29,7 @@ pub enum ForwardError {
 /// The URL the user asked the reverse proxy for: an absolute `http(s)://host[:port]/path`,
 /// checked at the edge. It becomes a [`Url`] only when something needs one (skip paths, a
 /// login redirect): most checks of a live session never do. A text is left unparsed only
-/// when [`surely_parses`] vouches that `Url::parse` accepts it; anything else is parsed at
+/// when `surely_parses` vouches that `Url::parse` accepts it; anything else is parsed at
 /// the edge, so an unparsable URL is refused there whatever the session.
 #[derive(Debug, Clone)]
 pub struct OriginalUrl<'a> {
@@ -135,14 +135,17 @@ fn surely_parses(authority: &str) -> bool {
                 return false;
             }
             label_start = i + 1;
-        } else if !(b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return false;
-        } else if i == label_start
-            && host
-                .get(i..i + 4)
-                .is_some_and(|p| p.eq_ignore_ascii_case(b"xn--"))
-        {
-            return false;
+        } else {
+            let allowed = b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+            // A label starting with `xn--` (punycode) is left to the URL parser.
+            if !allowed
+                || (i == label_start
+                    && host
+                        .get(i..i + 4)
+                        .is_some_and(|p| p.eq_ignore_ascii_case(b"xn--")))
+            {
+                return false;
+            }
         }
     }
     host.get(label_start).is_some_and(u8::is_ascii_alphabetic)
@@ -164,7 +167,7 @@ pub struct AuthRequest<'a> {
 }
 
 /// A header as text, if present and valid.
-pub fn header_str<'a>(h: &'a HeaderMap, name: impl AsHeaderName) -> Option<&'a str> {
+pub fn header_str(h: &HeaderMap, name: impl AsHeaderName) -> Option<&str> {
     h.get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)

@@ -1,7 +1,9 @@
-//! The OpenID Connect client: discovery, JWKS, code exchange, refresh, ID-token verification,
-//! and the cached token check (RFC 7662 introspection, or userinfo where a provider has no
-//! introspection endpoint). Every call has a timeout; concurrent checks of one token share one
-//! upstream call; results live in bounded caches.
+//! The OpenID Connect client, one per provider: discovery, JWKS, code exchange, refresh,
+//! ID-token verification, and the cached token check (RFC 7662 introspection, or userinfo
+//! where a provider has no introspection endpoint). Every call has a timeout; concurrent
+//! checks of one token share one upstream call; results live in bounded caches. This layer
+//! talks to the identity provider and nothing else: it uses only `core`, and knows nothing of
+//! applications, configurations or the HTTP server.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -188,7 +188,7 @@ mod tests {
         assert!(m.get(&a, &forged).is_none());
         // One byte longer or shorter: a miss.
         assert!(m.get(&a, &cookie[1..]).is_none());
-        assert!(m.get(&a, &format!("{cookie}=")).is_none());
+        assert!(m.get(&a, format!("{cookie}=")).is_none());
         // The same cookie presented for another app (another key): a miss.
         assert!(m.get(&b, &cookie).is_none());
         // An app rebuilt by a reload is another app.

@@ -158,7 +158,7 @@ enum Failure {
         why: String,
     },
     /// A finished response, and the outcome the request log reports, if any.
-    Answer(Response<Body>, Option<&'static str>),
+    Answer(Box<Response<Body>>, Option<&'static str>),
 }
 
 impl Failure {
@@ -188,8 +188,8 @@ impl Failure {
                 attempt,
                 why,
             } => with_log(restart(app, &target, attempt, &why), name, "restart", ""),
-            Failure::Answer(r, Some(outcome)) => with_log(r, name, outcome, ""),
-            Failure::Answer(r, None) => r,
+            Failure::Answer(r, Some(outcome)) => with_log(*r, name, outcome, ""),
+            Failure::Answer(r, None) => *r,
         }
     }
 }
@@ -254,7 +254,7 @@ fn claim_state(
     let cookies = read_session_cookies(headers, &app.cookie_name);
     if let CookieState::Present(_) = open_session(app, &cookies, now) {
         return Err(Failure::Answer(
-            respond::redirect(&st.redirect),
+            Box::new(respond::redirect(&st.redirect)),
             Some("replay"),
         ));
     }
@@ -275,7 +275,7 @@ fn provider_error(err: &str) -> Failure {
         )
     };
     Failure::Answer(
-        respond::error_page(status, "Login failed", &msg),
+        Box::new(respond::error_page(status, "Login failed", &msg)),
         Some("idp_error"),
     )
 }
@@ -296,16 +296,19 @@ async fn exchange_code(
         Err(OidcError::Rejected(e)) => Err(Failure::retry(st, format!("code rejected: {e}"))),
         Err(e @ (OidcError::NotReady(_) | OidcError::Transport(_))) => {
             tracing::warn!(app = name, error = %e, "code exchange failed");
-            Err(Failure::Answer(respond::unavailable(&e.to_string()), None))
+            Err(Failure::Answer(
+                Box::new(respond::unavailable(&e.to_string())),
+                None,
+            ))
         }
         Err(e) => {
             tracing::warn!(app = name, error = %e, "code exchange failed");
             Err(Failure::Answer(
-                respond::error_page(
+                Box::new(respond::error_page(
                     StatusCode::BAD_GATEWAY,
                     "Login failed",
                     "The identity provider returned an unexpected answer. Please try again.",
-                ),
+                )),
                 None,
             ))
         }
@@ -322,7 +325,11 @@ async fn identify(
     let name = app.spec.name.as_str();
     let bad_gateway = |msg: &str| {
         Failure::Answer(
-            respond::error_page(StatusCode::BAD_GATEWAY, "Login failed", msg),
+            Box::new(respond::error_page(
+                StatusCode::BAD_GATEWAY,
+                "Login failed",
+                msg,
+            )),
             None,
         )
     };
