@@ -1,0 +1,310 @@
+//! The environment of authentik's outpost container: [`AuthentikEnv`] reads and validates
+//! `AUTHENTIK_*` / `AK_OUTPOST_*` variables once at start-up, reporting every problem at once,
+//! and gives the settings and the empty runtime they imply. It knows nothing of providers, the
+//! API or the refresh loop, and never serves requests.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use url::Url;
+
+use crate::source::values::resolve_indirection;
+use crate::source::values::{ConfigError, DEFAULT_TRUSTED_PROXIES, parse_cidr};
+use crate::state::application::AppSet;
+use crate::state::memo::SessionMemo;
+use crate::state::outpost::{Runtime, Settings};
+
+/// The environment of authentik's outpost container, validated.
+#[derive(Clone)]
+pub struct AuthentikEnv {
+    /// `AUTHENTIK_HOST`, with a trailing slash.
+    pub host: Url,
+    pub token: String,
+    pub insecure: bool,
+    pub host_browser: Option<Url>,
+    pub listen_http: SocketAddr,
+    pub listen_https: SocketAddr,
+    pub listen_metrics: SocketAddr,
+    pub trusted_proxies: Vec<IpNet>,
+    /// Upper bound of the per-process delay before a triggered refresh (authentik: 0–9 s).
+    pub reload_jitter: Duration,
+    pub log_requests: bool,
+    pub log_level: String,
+    /// `AK_OUTPOST_ALLOW_CORS_PREFLIGHT`: let CORS preflights through unauthenticated.
+    pub allow_cors_preflight: bool,
+}
+
+impl std::fmt::Debug for AuthentikEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthentikEnv")
+            .field("host", &self.host.as_str())
+            .field("token", &"<redacted>")
+            .field("insecure", &self.insecure)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses `true/false/1/0/yes/no/on/off`, any case.
+pub fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
+}
+
+impl AuthentikEnv {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<AuthentikEnv, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads variables through `get` (tests pass a map); every problem is reported.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<AuthentikEnv, ConfigError> {
+        let mut p = Vec::new();
+        let mut var = |name: &str| -> Option<String> {
+            let raw = get(name)?;
+            match resolve_indirection(&raw) {
+                Ok(v) => Some(v.trim().to_string()),
+                Err(e) => {
+                    p.push(format!("{name}: {e}"));
+                    None
+                }
+            }
+        };
+        let host_raw = var("AUTHENTIK_HOST");
+        let token = var("AUTHENTIK_TOKEN");
+        let insecure_raw = var("AUTHENTIK_INSECURE");
+        let browser_raw = var("AUTHENTIK_HOST_BROWSER");
+        let http_raw = var("AUTHENTIK_LISTEN__HTTP");
+        let https_raw = var("AUTHENTIK_LISTEN__HTTPS");
+        let metrics_raw = var("AUTHENTIK_LISTEN__METRICS");
+        let cidrs_raw = var("AUTHENTIK_LISTEN__TRUSTED_PROXY_CIDRS");
+        let jitter_raw = var("AK_OUTPOST_RELOAD_JITTER");
+        let log_requests_raw = var("AK_OUTPOST_LOG_REQUESTS");
+        let preflight_raw = var("AK_OUTPOST_ALLOW_CORS_PREFLIGHT");
+        let level_raw = var("AUTHENTIK_LOG_LEVEL");
+
+        let host = match host_raw.as_deref() {
+            None | Some("") => {
+                p.push("environment variable AUTHENTIK_HOST not set (e.g. https://authentik.example.com)".into());
+                None
+            }
+            Some(h) => parse_base(h, "AUTHENTIK_HOST", &mut p),
+        };
+        let token = match token {
+            None => {
+                p.push("environment variable AUTHENTIK_TOKEN not set (the outpost's token from authentik)".into());
+                String::new()
+            }
+            Some(t) if t.is_empty() => {
+                p.push("environment variable AUTHENTIK_TOKEN is empty".into());
+                String::new()
+            }
+            Some(t) => t,
+        };
+        let insecure = match insecure_raw.as_deref().map(parse_bool) {
+            None => false,
+            Some(Some(b)) => b,
+            Some(None) => {
+                p.push("AUTHENTIK_INSECURE: use true or false".into());
+                false
+            }
+        };
+        let host_browser = match browser_raw.as_deref() {
+            None | Some("") => None,
+            Some(h) => parse_base(h, "AUTHENTIK_HOST_BROWSER", &mut p),
+        };
+        let mut addr = |raw: Option<String>, default: &str, name: &str| -> SocketAddr {
+            let text = raw
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| default.to_string());
+            // A list (newer authentik) means several addresses; the first is used.
+            let first = text
+                .split(',')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            match first.parse::<SocketAddr>() {
+                Ok(a) => a,
+                Err(_) => {
+                    p.push(format!(
+                        "{name}: '{text}' is not an address like 0.0.0.0:9000"
+                    ));
+                    SocketAddr::from(([0, 0, 0, 0], 0))
+                }
+            }
+        };
+        let listen_http = addr(http_raw, "0.0.0.0:9000", "AUTHENTIK_LISTEN__HTTP");
+        let listen_https = addr(https_raw, "0.0.0.0:9443", "AUTHENTIK_LISTEN__HTTPS");
+        let listen_metrics = addr(metrics_raw, "0.0.0.0:9300", "AUTHENTIK_LISTEN__METRICS");
+        let mut trusted_proxies = Vec::new();
+        match cidrs_raw.as_deref() {
+            None | Some("") => {
+                trusted_proxies = DEFAULT_TRUSTED_PROXIES
+                    .iter()
+                    .filter_map(|c| parse_cidr(c))
+                    .collect();
+            }
+            Some(list) => {
+                for c in list.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                    match parse_cidr(c) {
+                        Some(n) => trusted_proxies.push(n),
+                        None => p.push(format!(
+                            "AUTHENTIK_LISTEN__TRUSTED_PROXY_CIDRS: '{c}' is not a CIDR range"
+                        )),
+                    }
+                }
+            }
+        }
+        let reload_jitter = match jitter_raw
+            .as_deref()
+            .map(crate::source::values::parse_duration)
+        {
+            None => Duration::from_secs(9),
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                p.push(format!("AK_OUTPOST_RELOAD_JITTER: {e}"));
+                Duration::from_secs(9)
+            }
+        };
+        let log_requests = log_requests_raw
+            .as_deref()
+            .and_then(parse_bool)
+            .unwrap_or(false);
+        let allow_cors_preflight = match preflight_raw.as_deref().map(parse_bool) {
+            None => false,
+            Some(Some(b)) => b,
+            Some(None) => {
+                p.push("AK_OUTPOST_ALLOW_CORS_PREFLIGHT: use true or false".into());
+                false
+            }
+        };
+        let log_level = match level_raw.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            Some("trace") => "trace",
+            Some("debug") => "debug",
+            Some("warning" | "warn") => "warn",
+            Some("error") => "error",
+            _ => "info",
+        }
+        .to_string();
+        match host {
+            Some(host) if p.is_empty() => Ok(AuthentikEnv {
+                host,
+                token,
+                insecure,
+                host_browser,
+                listen_http,
+                listen_https,
+                listen_metrics,
+                trusted_proxies,
+                reload_jitter,
+                log_requests,
+                log_level,
+                allow_cors_preflight,
+            }),
+            _ => Err(ConfigError { problems: p }),
+        }
+    }
+
+    pub(super) fn settings(&self, outpost_name: &str) -> Settings {
+        Settings {
+            outpost_name: outpost_name.to_string(),
+            trusted_proxies: self.trusted_proxies.clone(),
+            session_lifetime: Duration::from_secs(86400),
+            send_jwt_header: true,
+            log_requests: self.log_requests,
+        }
+    }
+
+    /// The runtime before authentik answered: no applications, requests get 503.
+    pub fn empty_runtime(&self) -> Runtime {
+        Runtime {
+            apps: AppSet::new(Vec::new()),
+            settings: self.settings(""),
+            loaded: false,
+            memo: SessionMemo::new(),
+            header_memo: SessionMemo::new(),
+        }
+    }
+}
+
+/// `https://ak.example/sub` → `https://ak.example/sub/` (a base for joining paths).
+fn parse_base(raw: &str, name: &str, p: &mut Vec<String>) -> Option<Url> {
+    match Url::parse(raw) {
+        Ok(mut u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+            if !u.path().ends_with('/') {
+                let path = format!("{}/", u.path());
+                u.set_path(&path);
+            }
+            Some(u)
+        }
+        _ => {
+            p.push(format!("{name}: '{raw}' is not an http(s) URL"));
+            None
+        }
+    }
+}
+
+/// Replaces scheme, host and port of `u` with `base`'s.
+pub(super) fn rebase(u: &Url, base: &Url) -> Url {
+    let mut out = u.clone();
+    let _ = out.set_scheme(base.scheme());
+    let _ = out.set_host(base.host_str());
+    let _ = out.set_port(base.port());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> Result<AuthentikEnv, ConfigError> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        AuthentikEnv::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn required_variables_are_reported_together() {
+        let e = env(&[("AUTHENTIK_INSECURE", "maybe")]).unwrap_err();
+        let all = e.problems.join("\n");
+        assert!(all.contains("AUTHENTIK_HOST not set"), "{all}");
+        assert!(all.contains("AUTHENTIK_TOKEN not set"), "{all}");
+        assert!(all.contains("AUTHENTIK_INSECURE"), "{all}");
+    }
+
+    #[test]
+    fn defaults_and_spellings() {
+        let e = env(&[
+            ("AUTHENTIK_HOST", "https://ak.example/sub"),
+            ("AUTHENTIK_TOKEN", "t"),
+            ("AUTHENTIK_INSECURE", "TRUE"),
+        ])
+        .unwrap();
+        assert_eq!(e.host.as_str(), "https://ak.example/sub/");
+        assert!(e.insecure);
+        assert_eq!(e.listen_http.to_string(), "0.0.0.0:9000");
+        assert_eq!(e.listen_https.to_string(), "0.0.0.0:9443");
+        assert_eq!(e.listen_metrics.to_string(), "0.0.0.0:9300");
+        for (v, want) in [("1", true), ("yes", true), ("False", false), ("0", false)] {
+            assert_eq!(parse_bool(v), Some(want), "{v}");
+        }
+        assert_eq!(parse_bool("maybe"), None);
+    }
+
+    #[test]
+    fn browser_host_moves_only_browser_endpoints() {
+        let base = Url::parse("https://browser.example/").unwrap();
+        let u = Url::parse("http://authentik-server:9000/application/o/authorize/?a=1").unwrap();
+        assert_eq!(
+            rebase(&u, &base).as_str(),
+            "https://browser.example/application/o/authorize/?a=1"
+        );
+    }
+}
