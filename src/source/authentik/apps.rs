@@ -92,106 +92,15 @@ pub async fn build_runtime(
     let mut apps = Vec::new();
     let mut proxy_mode = Vec::new();
     for p in providers {
-        let Some(mode) = mode_of(p) else {
-            tracing::error!(provider = %p.name, mode = ?p.mode, "provider skipped: unknown mode");
+        let Some(spec) = spec_for(env, p) else {
             continue;
         };
-        let spec = match AppSpec::new(
-            p.name.clone(),
-            &p.external_host,
-            mode,
-            p.cookie_domain.as_deref().unwrap_or_default(),
-            &usable_skip_regex(p),
-            Vec::new(),
-        ) {
-            Ok(mut s) => {
-                s.allow_cors_preflight = env.allow_cors_preflight;
-                s
-            }
-            Err(errs) => {
-                tracing::error!(provider = %p.name, problems = %errs.join("; "), "provider skipped");
-                continue;
-            }
-        };
-        if mode == Mode::Proxy {
+        if spec.mode == Mode::Proxy {
             proxy_mode.push(format!("{} ({})", p.name, p.external_host));
         }
-        let Some(disc) = discovery_for(p, env.host_browser.as_ref()) else {
-            tracing::error!(provider = %p.name, "provider skipped: unusable oidc_configuration");
-            continue;
-        };
-        let mut scopes = p.scopes_to_request.clone();
-        scopes.sort();
-        if !scopes.iter().any(|s| s == "openid") {
-            scopes.insert(0, "openid".into());
+        if let Some(app) = app_for_provider(env, http, p, spec, previous).await {
+            apps.push(app);
         }
-        let mut extra_issuers = Vec::new();
-        if let (Some(b), Ok(iss)) = (&env.host_browser, Url::parse(&disc.issuer)) {
-            extra_issuers.push(rebase(&iss, b).to_string());
-        }
-        let settings = ClientSettings {
-            issuer: Url::parse(&disc.issuer).unwrap_or_else(|_| disc.token_endpoint.clone()),
-            client_id: p.client_id.clone(),
-            client_secret: p.client_secret.clone(),
-            scopes,
-            client_auth: ClientAuth::Auto,
-            cache_ttl: CACHE_TTL,
-            max_concurrent_checks: 32,
-            extra_issuers,
-        };
-        let reused = previous.and_then(|rt| {
-            rt.apps
-                .iter()
-                .find(|a| {
-                    a.oidc.settings.client_id == settings.client_id
-                        && a.oidc.settings.client_secret == settings.client_secret
-                        && a.oidc.settings.scopes == settings.scopes
-                        && a.oidc
-                            .metadata()
-                            .is_some_and(|m| same_discovery(&m.discovery, &disc))
-                })
-                .map(|a| Arc::clone(&a.oidc))
-        });
-        let oidc = match reused {
-            Some(o) => o,
-            None => {
-                // One HTTP client (connection pool, root store) serves every provider.
-                let o = Arc::new(OidcClient::new(settings, http.clone()));
-                if let Err(e) = o.install(disc.clone()).await {
-                    // Keys could not be fetched now; the client stays not-ready and retries.
-                    tracing::warn!(provider = %p.name, error = %e, "provider keys not loaded yet");
-                    o.spawn_install(disc);
-                }
-                o
-            }
-        };
-        let secret = p
-            .cookie_secret
-            .clone()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| p.client_secret.clone());
-        let basic_auth = p.basic_auth_enabled.then(|| {
-            (
-                p.basic_auth_user_attribute.clone().unwrap_or_default(),
-                p.basic_auth_password_attribute.clone().unwrap_or_default(),
-            )
-        });
-        apps.push(Arc::new(Application {
-            metrics: crate::state::metrics::host_metrics(&spec.host_key()),
-            site: Site {
-                cookie_name: cookie_name(&p.client_id),
-                sealer: Arc::new(Sealer::new(secret.as_bytes(), "session")),
-                provider_name: p.name.clone(),
-                app_slug: p.assigned_application_slug.clone().unwrap_or_default(),
-                extras: AppExtras {
-                    basic_auth,
-                    bearer_header: true,
-                    basic_header: true,
-                },
-                spec,
-            },
-            oidc,
-        }));
     }
     if !proxy_mode.is_empty() {
         tracing::warn!(
@@ -209,6 +118,147 @@ pub async fn build_runtime(
         memo: SessionMemo::new(),
         header_memo: SessionMemo::new(),
     }
+}
+
+/// A provider's validated application settings; `None` (logged) when its mode or its
+/// settings cannot be served.
+fn spec_for(env: &AuthentikEnv, p: &ProxyProvider) -> Option<AppSpec> {
+    let Some(mode) = mode_of(p) else {
+        tracing::error!(provider = %p.name, mode = ?p.mode, "provider skipped: unknown mode");
+        return None;
+    };
+    match AppSpec::new(
+        p.name.clone(),
+        &p.external_host,
+        mode,
+        p.cookie_domain.as_deref().unwrap_or_default(),
+        &usable_skip_regex(p),
+        Vec::new(),
+    ) {
+        Ok(mut s) => {
+            s.allow_cors_preflight = env.allow_cors_preflight;
+            Some(s)
+        }
+        Err(errs) => {
+            tracing::error!(provider = %p.name, problems = %errs.join("; "), "provider skipped");
+            None
+        }
+    }
+}
+
+/// A provider's application: its OIDC client (reused from `previous` when unchanged) and its
+/// site; `None` (logged) when its `oidc_configuration` is unusable.
+async fn app_for_provider(
+    env: &AuthentikEnv,
+    http: &reqwest::Client,
+    p: &ProxyProvider,
+    spec: AppSpec,
+    previous: Option<&Runtime>,
+) -> Option<Arc<Application>> {
+    let Some(disc) = discovery_for(p, env.host_browser.as_ref()) else {
+        tracing::error!(provider = %p.name, "provider skipped: unusable oidc_configuration");
+        return None;
+    };
+    let settings = client_settings(env, p, &disc);
+    let oidc = match reusable_client(previous, &settings, &disc) {
+        Some(o) => o,
+        None => new_client(http, settings, disc, p).await,
+    };
+    Some(application(p, spec, oidc))
+}
+
+/// The OIDC client settings of a provider: its credentials, its scopes (always with
+/// `openid`), and the browser-facing issuer when `AUTHENTIK_HOST_BROWSER` is set.
+fn client_settings(env: &AuthentikEnv, p: &ProxyProvider, disc: &Discovery) -> ClientSettings {
+    let mut scopes = p.scopes_to_request.clone();
+    scopes.sort();
+    if !scopes.iter().any(|s| s == "openid") {
+        scopes.insert(0, "openid".into());
+    }
+    let mut extra_issuers = Vec::new();
+    if let (Some(b), Ok(iss)) = (&env.host_browser, Url::parse(&disc.issuer)) {
+        extra_issuers.push(rebase(&iss, b).to_string());
+    }
+    ClientSettings {
+        issuer: Url::parse(&disc.issuer).unwrap_or_else(|_| disc.token_endpoint.clone()),
+        client_id: p.client_id.clone(),
+        client_secret: p.client_secret.clone(),
+        scopes,
+        client_auth: ClientAuth::Auto,
+        cache_ttl: CACHE_TTL,
+        max_concurrent_checks: 32,
+        extra_issuers,
+    }
+}
+
+/// The client of `previous` with the same credentials, scopes and discovery, if any.
+fn reusable_client(
+    previous: Option<&Runtime>,
+    settings: &ClientSettings,
+    disc: &Discovery,
+) -> Option<Arc<OidcClient>> {
+    previous.and_then(|rt| {
+        rt.apps
+            .iter()
+            .find(|a| {
+                a.oidc.settings.client_id == settings.client_id
+                    && a.oidc.settings.client_secret == settings.client_secret
+                    && a.oidc.settings.scopes == settings.scopes
+                    && a.oidc
+                        .metadata()
+                        .is_some_and(|m| same_discovery(&m.discovery, disc))
+            })
+            .map(|a| Arc::clone(&a.oidc))
+    })
+}
+
+/// A new client on the shared HTTP client; its keys are fetched now, or in the background
+/// when authentik cannot serve them yet.
+async fn new_client(
+    http: &reqwest::Client,
+    settings: ClientSettings,
+    disc: Discovery,
+    p: &ProxyProvider,
+) -> Arc<OidcClient> {
+    // One HTTP client (connection pool, root store) serves every provider.
+    let o = Arc::new(OidcClient::new(settings, http.clone()));
+    if let Err(e) = o.install(disc.clone()).await {
+        // Keys could not be fetched now; the client stays not-ready and retries.
+        tracing::warn!(provider = %p.name, error = %e, "provider keys not loaded yet");
+        o.spawn_install(disc);
+    }
+    o
+}
+
+/// The application of a provider: its settings, session sealer, extras and OIDC client.
+fn application(p: &ProxyProvider, spec: AppSpec, oidc: Arc<OidcClient>) -> Arc<Application> {
+    let secret = p
+        .cookie_secret
+        .clone()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| p.client_secret.clone());
+    let basic_auth = p.basic_auth_enabled.then(|| {
+        (
+            p.basic_auth_user_attribute.clone().unwrap_or_default(),
+            p.basic_auth_password_attribute.clone().unwrap_or_default(),
+        )
+    });
+    Arc::new(Application {
+        metrics: crate::state::metrics::host_metrics(&spec.host_key()),
+        site: Site {
+            cookie_name: cookie_name(&p.client_id),
+            sealer: Arc::new(Sealer::new(secret.as_bytes(), "session")),
+            provider_name: p.name.clone(),
+            app_slug: p.assigned_application_slug.clone().unwrap_or_default(),
+            extras: AppExtras {
+                basic_auth,
+                bearer_header: true,
+                basic_header: true,
+            },
+            spec,
+        },
+        oidc,
+    })
 }
 
 fn same_discovery(a: &Discovery, b: &Discovery) -> bool {

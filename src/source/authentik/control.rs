@@ -53,24 +53,9 @@ pub async fn control(
     certs: Option<Arc<CertStore>>,
 ) -> Fatal {
     let api = Api::new(env.host.clone(), env.token.clone(), env.insecure);
-    let mut attempt = 0u32;
-    let obj = loop {
-        attempt += 1;
-        match api.outpost().await {
-            Ok(Some(o)) => break o,
-            Ok(None) => {
-                tracing::error!(
-                    "No outposts found with given token, ensure the given token corresponds to an authentik Outpost"
-                );
-                return Fatal::NoOutpost;
-            }
-            Err(e) => {
-                if attempt <= 3 || attempt.is_multiple_of(20) {
-                    tracing::warn!(error = %e, "cannot reach authentik yet; retrying every 3 s");
-                }
-                tokio::time::sleep(START_RETRY).await;
-            }
-        }
+    let obj = match find_outpost(&api).await {
+        Ok(o) => o,
+        Err(fatal) => return fatal,
     };
     if let Err(e) = api.root_config().await {
         tracing::warn!(error = %e, "root config not readable");
@@ -86,15 +71,7 @@ pub async fn control(
         Arc::clone(&outpost),
         Arc::clone(&refresh),
     ));
-    // Misconfiguration reports go to authentik's event log, from a task of their own.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<serde_json::Value>(16);
-    outpost.report_to(tx);
-    let reporter = api.clone();
-    tokio::spawn(async move {
-        while let Some(event) = rx.recv().await {
-            reporter.configuration_error(event).await;
-        }
-    });
+    spawn_reporter(&api, &outpost);
     let mut loader = Loader {
         http: OidcClient::http_client(env.insecure),
         api,
@@ -109,13 +86,9 @@ pub async fn control(
     }
     let offset = jitter(env.reload_jitter);
     loop {
-        let interval = match loader.current.refresh_interval_s.unwrap_or(300) {
-            s if s <= 0 => 300,
-            s if s < 30 => 30,
-            s => s,
-        } as u64;
+        let interval = refresh_interval(&loader.current);
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(interval) + offset) => {}
+            _ = tokio::time::sleep(interval + offset) => {}
             _ = refresh.notified() => {
                 tokio::time::sleep(offset).await;
             }
@@ -124,6 +97,52 @@ pub async fn control(
             tracing::warn!(error = %e, "refresh failed; the previous configuration keeps serving");
         }
     }
+}
+
+/// Asks authentik for this token's outpost until it answers; retries while authentik is
+/// unreachable, and gives up only when the token sees no outpost.
+async fn find_outpost(api: &Api) -> Result<OutpostObject, Fatal> {
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match api.outpost().await {
+            Ok(Some(o)) => return Ok(o),
+            Ok(None) => {
+                tracing::error!(
+                    "No outposts found with given token, ensure the given token corresponds to an authentik Outpost"
+                );
+                return Err(Fatal::NoOutpost);
+            }
+            Err(e) => {
+                if attempt <= 3 || attempt.is_multiple_of(20) {
+                    tracing::warn!(error = %e, "cannot reach authentik yet; retrying every 3 s");
+                }
+                tokio::time::sleep(START_RETRY).await;
+            }
+        }
+    }
+}
+
+/// Misconfiguration reports go to authentik's event log, from a task of their own.
+fn spawn_reporter(api: &Api, outpost: &Outpost) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<serde_json::Value>(16);
+    outpost.report_to(tx);
+    let reporter = api.clone();
+    tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            reporter.configuration_error(event).await;
+        }
+    });
+}
+
+/// The outpost's refresh interval: 300 s when unset or not positive, at least 30 s.
+fn refresh_interval(obj: &OutpostObject) -> Duration {
+    let secs = match obj.refresh_interval_s.unwrap_or(300) {
+        s if s <= 0 => 300,
+        s if s < 30 => 30,
+        s => s,
+    } as u64;
+    Duration::from_secs(secs)
 }
 
 /// What a refresh needs between runs: the API, one HTTP client for every provider, the latest

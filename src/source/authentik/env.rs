@@ -63,133 +63,42 @@ impl AuthentikEnv {
     /// Reads variables through `get` (tests pass a map); every problem is reported.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<AuthentikEnv, ConfigError> {
         let mut p = Vec::new();
-        let mut var = |name: &str| -> Option<String> {
-            let raw = get(name)?;
-            match resolve_indirection(&raw) {
-                Ok(v) => Some(v.trim().to_string()),
-                Err(e) => {
-                    p.push(format!("{name}: {e}"));
-                    None
-                }
-            }
-        };
-        let host_raw = var("AUTHENTIK_HOST");
-        let token = var("AUTHENTIK_TOKEN");
-        let insecure_raw = var("AUTHENTIK_INSECURE");
-        let browser_raw = var("AUTHENTIK_HOST_BROWSER");
-        let http_raw = var("AUTHENTIK_LISTEN__HTTP");
-        let https_raw = var("AUTHENTIK_LISTEN__HTTPS");
-        let metrics_raw = var("AUTHENTIK_LISTEN__METRICS");
-        let cidrs_raw = var("AUTHENTIK_LISTEN__TRUSTED_PROXY_CIDRS");
-        let jitter_raw = var("AK_OUTPOST_RELOAD_JITTER");
-        let log_requests_raw = var("AK_OUTPOST_LOG_REQUESTS");
-        let preflight_raw = var("AK_OUTPOST_ALLOW_CORS_PREFLIGHT");
-        let level_raw = var("AUTHENTIK_LOG_LEVEL");
-
-        let host = match host_raw.as_deref() {
-            None | Some("") => {
-                p.push("environment variable AUTHENTIK_HOST not set (e.g. https://authentik.example.com)".into());
-                None
-            }
-            Some(h) => parse_base(h, "AUTHENTIK_HOST", &mut p),
-        };
-        let token = match token {
-            None => {
-                p.push("environment variable AUTHENTIK_TOKEN not set (the outpost's token from authentik)".into());
-                String::new()
-            }
-            Some(t) if t.is_empty() => {
-                p.push("environment variable AUTHENTIK_TOKEN is empty".into());
-                String::new()
-            }
-            Some(t) => t,
-        };
-        let insecure = match insecure_raw.as_deref().map(parse_bool) {
-            None => false,
-            Some(Some(b)) => b,
-            Some(None) => {
-                p.push("AUTHENTIK_INSECURE: use true or false".into());
-                false
-            }
-        };
-        let host_browser = match browser_raw.as_deref() {
-            None | Some("") => None,
-            Some(h) => parse_base(h, "AUTHENTIK_HOST_BROWSER", &mut p),
-        };
-        let mut addr = |raw: Option<String>, default: &str, name: &str| -> SocketAddr {
-            let text = raw
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| default.to_string());
-            // A list (newer authentik) means several addresses; the first is used.
-            let first = text
-                .split(',')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_string();
-            match first.parse::<SocketAddr>() {
-                Ok(a) => a,
-                Err(_) => {
-                    p.push(format!(
-                        "{name}: '{text}' is not an address like 0.0.0.0:9000"
-                    ));
-                    SocketAddr::from(([0, 0, 0, 0], 0))
-                }
-            }
-        };
-        let listen_http = addr(http_raw, "0.0.0.0:9000", "AUTHENTIK_LISTEN__HTTP");
-        let listen_https = addr(https_raw, "0.0.0.0:9443", "AUTHENTIK_LISTEN__HTTPS");
-        let listen_metrics = addr(metrics_raw, "0.0.0.0:9300", "AUTHENTIK_LISTEN__METRICS");
-        let mut trusted_proxies = Vec::new();
-        match cidrs_raw.as_deref() {
-            None | Some("") => {
-                trusted_proxies = DEFAULT_TRUSTED_PROXIES
-                    .iter()
-                    .filter_map(|c| parse_cidr(c))
-                    .collect();
-            }
-            Some(list) => {
-                for c in list.split(',').map(str::trim).filter(|c| !c.is_empty()) {
-                    match parse_cidr(c) {
-                        Some(n) => trusted_proxies.push(n),
-                        None => p.push(format!(
-                            "AUTHENTIK_LISTEN__TRUSTED_PROXY_CIDRS: '{c}' is not a CIDR range"
-                        )),
-                    }
-                }
-            }
-        }
-        let reload_jitter = match jitter_raw
-            .as_deref()
-            .map(crate::source::values::parse_duration)
-        {
-            None => Duration::from_secs(9),
-            Some(Ok(d)) => d,
-            Some(Err(e)) => {
-                p.push(format!("AK_OUTPOST_RELOAD_JITTER: {e}"));
-                Duration::from_secs(9)
-            }
-        };
-        let log_requests = log_requests_raw
+        let raw = RawEnv::read(get, &mut p);
+        let host = parse_host(raw.host.as_deref(), &mut p);
+        let token = parse_token(raw.token, &mut p);
+        let insecure = parse_flag(raw.insecure.as_deref(), "AUTHENTIK_INSECURE", &mut p);
+        let host_browser = parse_host_browser(raw.host_browser.as_deref(), &mut p);
+        let listen_http = parse_listen(
+            raw.listen_http,
+            "0.0.0.0:9000",
+            "AUTHENTIK_LISTEN__HTTP",
+            &mut p,
+        );
+        let listen_https = parse_listen(
+            raw.listen_https,
+            "0.0.0.0:9443",
+            "AUTHENTIK_LISTEN__HTTPS",
+            &mut p,
+        );
+        let listen_metrics = parse_listen(
+            raw.listen_metrics,
+            "0.0.0.0:9300",
+            "AUTHENTIK_LISTEN__METRICS",
+            &mut p,
+        );
+        let trusted_proxies = parse_trusted_proxies(raw.trusted_proxy_cidrs.as_deref(), &mut p);
+        let reload_jitter = parse_reload_jitter(raw.reload_jitter.as_deref(), &mut p);
+        let log_requests = raw
+            .log_requests
             .as_deref()
             .and_then(parse_bool)
             .unwrap_or(false);
-        let allow_cors_preflight = match preflight_raw.as_deref().map(parse_bool) {
-            None => false,
-            Some(Some(b)) => b,
-            Some(None) => {
-                p.push("AK_OUTPOST_ALLOW_CORS_PREFLIGHT: use true or false".into());
-                false
-            }
-        };
-        let log_level = match level_raw.as_deref().map(str::to_ascii_lowercase).as_deref() {
-            Some("trace") => "trace",
-            Some("debug") => "debug",
-            Some("warning" | "warn") => "warn",
-            Some("error") => "error",
-            _ => "info",
-        }
-        .to_string();
+        let allow_cors_preflight = parse_flag(
+            raw.allow_cors_preflight.as_deref(),
+            "AK_OUTPOST_ALLOW_CORS_PREFLIGHT",
+            &mut p,
+        );
+        let log_level = parse_log_level(raw.log_level.as_deref());
         match host {
             Some(host) if p.is_empty() => Ok(AuthentikEnv {
                 host,
@@ -229,6 +138,187 @@ impl AuthentikEnv {
             header_memo: SessionMemo::new(),
         }
     }
+}
+
+/// The variables as read: indirections resolved, trimmed; `None` when unset or unreadable.
+struct RawEnv {
+    host: Option<String>,
+    token: Option<String>,
+    insecure: Option<String>,
+    host_browser: Option<String>,
+    listen_http: Option<String>,
+    listen_https: Option<String>,
+    listen_metrics: Option<String>,
+    trusted_proxy_cidrs: Option<String>,
+    reload_jitter: Option<String>,
+    log_requests: Option<String>,
+    allow_cors_preflight: Option<String>,
+    log_level: Option<String>,
+}
+
+impl RawEnv {
+    /// Reads every variable through `get`, in a fixed order; unreadable indirections go to `p`.
+    fn read(get: impl Fn(&str) -> Option<String>, p: &mut Vec<String>) -> RawEnv {
+        let mut var = |name: &str| -> Option<String> {
+            let raw = get(name)?;
+            match resolve_indirection(&raw) {
+                Ok(v) => Some(v.trim().to_string()),
+                Err(e) => {
+                    p.push(format!("{name}: {e}"));
+                    None
+                }
+            }
+        };
+        let host = var("AUTHENTIK_HOST");
+        let token = var("AUTHENTIK_TOKEN");
+        let insecure = var("AUTHENTIK_INSECURE");
+        let host_browser = var("AUTHENTIK_HOST_BROWSER");
+        let listen_http = var("AUTHENTIK_LISTEN__HTTP");
+        let listen_https = var("AUTHENTIK_LISTEN__HTTPS");
+        let listen_metrics = var("AUTHENTIK_LISTEN__METRICS");
+        let trusted_proxy_cidrs = var("AUTHENTIK_LISTEN__TRUSTED_PROXY_CIDRS");
+        let reload_jitter = var("AK_OUTPOST_RELOAD_JITTER");
+        let log_requests = var("AK_OUTPOST_LOG_REQUESTS");
+        let allow_cors_preflight = var("AK_OUTPOST_ALLOW_CORS_PREFLIGHT");
+        let log_level = var("AUTHENTIK_LOG_LEVEL");
+        RawEnv {
+            host,
+            token,
+            insecure,
+            host_browser,
+            listen_http,
+            listen_https,
+            listen_metrics,
+            trusted_proxy_cidrs,
+            reload_jitter,
+            log_requests,
+            allow_cors_preflight,
+            log_level,
+        }
+    }
+}
+
+/// `AUTHENTIK_HOST`: required, an http(s) URL.
+fn parse_host(raw: Option<&str>, p: &mut Vec<String>) -> Option<Url> {
+    match raw {
+        None | Some("") => {
+            p.push(
+                "environment variable AUTHENTIK_HOST not set (e.g. https://authentik.example.com)"
+                    .into(),
+            );
+            None
+        }
+        Some(h) => parse_base(h, "AUTHENTIK_HOST", p),
+    }
+}
+
+/// `AUTHENTIK_TOKEN`: required, not empty.
+fn parse_token(raw: Option<String>, p: &mut Vec<String>) -> String {
+    match raw {
+        None => {
+            p.push(
+                "environment variable AUTHENTIK_TOKEN not set (the outpost's token from authentik)"
+                    .into(),
+            );
+            String::new()
+        }
+        Some(t) if t.is_empty() => {
+            p.push("environment variable AUTHENTIK_TOKEN is empty".into());
+            String::new()
+        }
+        Some(t) => t,
+    }
+}
+
+/// An optional true/false variable; unset means false, anything unreadable is a problem.
+fn parse_flag(raw: Option<&str>, name: &str, p: &mut Vec<String>) -> bool {
+    match raw.map(parse_bool) {
+        None => false,
+        Some(Some(b)) => b,
+        Some(None) => {
+            p.push(format!("{name}: use true or false"));
+            false
+        }
+    }
+}
+
+/// `AUTHENTIK_HOST_BROWSER`: optional, an http(s) URL.
+fn parse_host_browser(raw: Option<&str>, p: &mut Vec<String>) -> Option<Url> {
+    match raw {
+        None | Some("") => None,
+        Some(h) => parse_base(h, "AUTHENTIK_HOST_BROWSER", p),
+    }
+}
+
+/// A listen address, `default` when unset or empty.
+fn parse_listen(raw: Option<String>, default: &str, name: &str, p: &mut Vec<String>) -> SocketAddr {
+    let text = raw
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| default.to_string());
+    // A list (newer authentik) means several addresses; the first is used.
+    let first = text
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    match first.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => {
+            p.push(format!(
+                "{name}: '{text}' is not an address like 0.0.0.0:9000"
+            ));
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        }
+    }
+}
+
+/// `AUTHENTIK_LISTEN__TRUSTED_PROXY_CIDRS`: a comma-separated list; the defaults when unset.
+fn parse_trusted_proxies(raw: Option<&str>, p: &mut Vec<String>) -> Vec<IpNet> {
+    let mut trusted_proxies = Vec::new();
+    match raw {
+        None | Some("") => {
+            trusted_proxies = DEFAULT_TRUSTED_PROXIES
+                .iter()
+                .filter_map(|c| parse_cidr(c))
+                .collect();
+        }
+        Some(list) => {
+            for c in list.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                match parse_cidr(c) {
+                    Some(n) => trusted_proxies.push(n),
+                    None => p.push(format!(
+                        "AUTHENTIK_LISTEN__TRUSTED_PROXY_CIDRS: '{c}' is not a CIDR range"
+                    )),
+                }
+            }
+        }
+    }
+    trusted_proxies
+}
+
+/// `AK_OUTPOST_RELOAD_JITTER`: a duration, 9 s when unset.
+fn parse_reload_jitter(raw: Option<&str>, p: &mut Vec<String>) -> Duration {
+    match raw.map(crate::source::values::parse_duration) {
+        None => Duration::from_secs(9),
+        Some(Ok(d)) => d,
+        Some(Err(e)) => {
+            p.push(format!("AK_OUTPOST_RELOAD_JITTER: {e}"));
+            Duration::from_secs(9)
+        }
+    }
+}
+
+/// `AUTHENTIK_LOG_LEVEL` as a tracing level; anything unknown is `info`.
+fn parse_log_level(raw: Option<&str>) -> String {
+    match raw.map(str::to_ascii_lowercase).as_deref() {
+        Some("trace") => "trace",
+        Some("debug") => "debug",
+        Some("warning" | "warn") => "warn",
+        Some("error") => "error",
+        _ => "info",
+    }
+    .to_string()
 }
 
 /// `https://ak.example/sub` → `https://ak.example/sub/` (a base for joining paths).
