@@ -249,7 +249,7 @@ fn benches(c: &mut Criterion) {
     });
 
     // 5. One whole check through the handler (everything but hyper and the socket). The
-    // session cookie is opened once, then found in the memo (`src/memo.rs`), as it is for a
+    // session cookie is opened once, then found in the memo (`src/state/memo.rs`), as it is for a
     // browser's repeated requests; (1) is what a first request pays on top.
     let outpost = Outpost::new(Runtime {
         apps: AppSet::new(vec![Arc::clone(&app)]),

@@ -617,7 +617,7 @@ async fn start_rd_in_domain_mode_allows_only_hosts_under_the_cookie_domain() {
 // ---------------------------------------------------------------------------------------------
 
 /// The outpost remembers sessions it has opened (cookie values and Authorization headers,
-/// `src/memo.rs`), but a remembered one is still checked at the provider on every request:
+/// `src/state/memo.rs`), but a remembered one is still checked at the provider on every request:
 /// revoking the user's tokens ends both within the cache TTL, and a remembered value is never
 /// accepted for anything but its exact bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
