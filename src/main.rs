@@ -1,4 +1,5 @@
 //! The `ak-outpost` binary: parse arguments, load configuration, bind, serve until a signal.
+//! Wiring only: every rule lives in the library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

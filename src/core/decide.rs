@@ -1,5 +1,5 @@
 //! The decision: a pure function of the parsed request, what is known about the session, the
-//! application and the time. No I/O; `respond` renders the result.
+//! application and the time. No I/O; `http::respond` renders the result.
 
 use std::sync::Arc;
 

@@ -1,5 +1,6 @@
 //! authentik's per-user extras from the `ak_proxy` claim: HTTP Basic credentials for the app
-//! (`basic_auth_enabled`) and `additionalHeaders` from user attributes.
+//! (`basic_auth_enabled`) and `additionalHeaders` from user attributes. Pure: values come from
+//! the identity's claims; names that would change framing, routing or cookies are refused.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

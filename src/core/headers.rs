@@ -1,4 +1,5 @@
 //! Header names the outpost reads and writes, spelled once, and the identity header set.
+//! Constants and a setter; nothing here decides anything.
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 

@@ -1,6 +1,7 @@
 //! What a `200` for an authenticated user tells the app: authentik's identity headers, every
-//! one present even when empty, plus the user's extras, built once per session and app and
-//! kept as [`Prepared`] while the session is remembered (`state::memo`).
+//! one present even when empty, plus the user's extras, built once per session and app and kept
+//! as [`Prepared`] while the session is remembered (`state::memo`). Pure: the JWKS value is
+//! handed in, never fetched from the provider client.
 
 use http::header::{HeaderMap, HeaderValue, SET_COOKIE, USER_AGENT};
 

@@ -1,9 +1,10 @@
 //! The login round trip. The OAuth `state` parameter is a sealed [`LoginState`] carrying the
 //! PKCE verifier, the nonce, the return target and a hash of a per-browser binding cookie, so
-//! nothing is stored server-side and any replica can finish a login another one started.
-//! It cannot be read or altered in transit, expires, is bound to the browser that started the
+//! nothing is stored server-side and any replica can finish a login another one started. It
+//! cannot be read or altered in transit, expires, is bound to the browser that started the
 //! login, and each one is accepted once per process (the provider's single-use codes cover
-//! replays across replicas).
+//! replays across replicas). Pure: sealing and checks only; which states were used is
+//! remembered in `state::outpost`.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -1,4 +1,5 @@
-//! Every path the outpost serves, spelled once.
+//! Every path the outpost serves, spelled once. Constants and the path → route map, nothing
+//! else.
 
 /// Prefix of every outpost endpoint.
 pub const PREFIX: &str = "/outpost.goauthentik.io";

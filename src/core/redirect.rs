@@ -1,7 +1,7 @@
 //! Where a browser may be sent after login. A [`RedirectTarget`] can only be made by checking a
 //! parsed URL against the application: its own external host (forward_single), or a host under
-//! the cookie domain on a label boundary (forward_domain). Strings are never prefix- or
-//! suffix-matched, and anything doubtful falls back to the external host.
+//! the cookie domain on a label boundary (forward_domain). Strings are never prefix- or suffix-
+//! matched, and anything doubtful falls back to the external host. No I/O.
 
 use url::Url;
 

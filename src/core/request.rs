@@ -1,5 +1,6 @@
 //! The edge: an incoming forward-auth request becomes an [`AuthRequest`] here, and nothing
 //! after this reads raw forwarding headers. Forwarding headers count only from trusted peers.
+//! Pure: it reads the request head and the trust decision it is given, never the network.
 
 use std::borrow::Cow;
 use std::sync::OnceLock;

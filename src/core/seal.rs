@@ -1,7 +1,8 @@
-//! Sealing: AES-256-GCM encryption with authentication, for session cookies and login state.
-//! A value sealed for one purpose (the additional data, e.g. the cookie name) cannot be
-//! opened as another. Keys are derived from the configured secret with HMAC-SHA256, so the
-//! same secret on every replica yields the same keys and sessions survive restarts.
+//! Sealing: AES-256-GCM encryption with authentication, for session cookies and login state. A
+//! value sealed for one purpose (the additional data, e.g. the cookie name) cannot be opened as
+//! another. Keys are derived from the configured secret with HMAC-SHA256, so the same secret on
+//! every replica yields the same keys and sessions survive restarts. Pure cryptography: no
+//! clock, no cookie semantics.
 
 use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};

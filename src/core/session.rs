@@ -1,6 +1,7 @@
 //! Sessions live entirely in a sealed cookie: no server-side store, so a restart or another
 //! replica with the same secret reads the same session. A session too large for one cookie is
-//! split into numbered cookies (`name`, `name_1`, `name_2`, …).
+//! split into numbered cookies (`name`, `name_1`, `name_2`, …). A pure codec: whether the
+//! tokens inside are still live is the provider's question, asked by `http::handlers::auth`.
 
 use std::borrow::Cow;
 

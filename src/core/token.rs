@@ -1,6 +1,7 @@
 //! Tokens as the core sees them: the set a token endpoint returns, the key a token is cached
-//! under (a hash, never the token), random values for PKCE, nonces and states, and the clock
-//! in unix seconds that every expiry is compared with.
+//! under (a hash, never the token), random values for PKCE, nonces and states, and the clock in
+//! unix seconds that every expiry is compared with. Values, not calls: the token endpoint
+//! itself is `provider::token`.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

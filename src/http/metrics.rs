@@ -1,5 +1,6 @@
 //! The metrics listener: `/metrics` (Prometheus text from [`crate::state::metrics`]), liveness
 //! (`/outpost.goauthentik.io/ping`) and readiness (`/outpost.goauthentik.io/ready`, `/ready`).
+//! It only reads: the counters live in `state::metrics`.
 
 use http::request::Parts;
 use http::{Response, StatusCode};

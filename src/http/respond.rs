@@ -1,5 +1,5 @@
 //! The one place that turns outcomes into HTTP responses: statuses, bodies, identity headers
-//! and cookies. Handlers decide; this module writes.
+//! and cookies. Handlers decide; this module writes. It decides nothing and does no I/O.
 
 use bytes::Bytes;
 use http::header::{

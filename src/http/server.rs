@@ -1,5 +1,6 @@
 //! The HTTP listener: accept loop, one hyper HTTP/1 connection per task, keep-alive, header
-//! timeouts, Go-style header casing, and graceful drain on shutdown.
+//! timeouts, Go-style header casing, and graceful drain on shutdown. It knows no endpoint:
+//! every request goes to `handlers::handle`.
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -1,5 +1,6 @@
 //! TLS for outbound connections. `AUTHENTIK_INSECURE=true` turns off certificate checks for
 //! connections to authentik (API, websocket, OIDC back channel) — never for anything else.
+//! Server-side TLS is `state::certs`.
 
 use std::sync::Arc;
 

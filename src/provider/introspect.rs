@@ -1,7 +1,8 @@
 //! The cached token check: whether an access token (of a session, or from an `Authorization`
 //! header) is live, by RFC 7662 introspection or userinfo. One upstream call per token per time
 //! to live however many requests ask at once, a bound on calls in flight, and bounded caches
-//! whose entries carry their own time to live.
+//! whose entries carry their own time to live. What a live token means for a request is decided
+//! elsewhere (`core::decide`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

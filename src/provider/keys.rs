@@ -1,6 +1,7 @@
 //! Signing keys and ID tokens: the JWKS document parsed into verification keys (what cannot be
 //! used is skipped), a re-fetch when a token names an unknown key (rate-limited), and ID-token
-//! verification (signature, issuer, audience, expiry, nonce).
+//! verification (signature, issuer, audience, expiry, nonce). Key material and verification
+//! only; no token-endpoint calls.
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -1,6 +1,7 @@
 //! The token endpoint and the calls made with a token: authorization-code exchange, refresh
 //! (concurrent renewals of one token share one grant), userinfo and revocation, each with the
-//! client authentication the provider supports.
+//! client authentication the provider supports. Only concurrent renewals are shared; nothing
+//! else is cached here.
 
 use std::sync::Arc;
 

@@ -1,6 +1,7 @@
 //! Standalone configuration: the YAML file is read once into [`RawConfig`] (a mirror of the
 //! file), then [`Config::from_raw`] turns it into typed, validated values. Every problem is
-//! collected, so a user sees the whole list in one message; nothing is bound before this passes.
+//! collected, so a user sees the whole list in one message; nothing is bound before this
+//! passes. It builds its own `Runtime` (`Runtime::from_config`) and never serves.
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -1,6 +1,7 @@
 //! Server certificates for the HTTPS listener: one per SNI host name (authentik's provider
-//! keypairs) and a fallback, swapped atomically while connections are served; PEM loading,
-//! the self-signed fallback and the TLS 1.2+ server configuration.
+//! keypairs) and a fallback, swapped atomically while connections are served; PEM loading, the
+//! self-signed fallback and the TLS 1.2+ server configuration. No request handling:
+//! certificates are loaded at start-up and on refresh.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Shared state: the current [`Runtime`] (applications and settings), swapped atomically on
-//! reload, plus the few process-wide caches. Requests take an `Arc` snapshot and never block
-//! a reload, nor see half of one.
+//! reload, plus the few process-wide caches. Requests take an `Arc` snapshot and never block a
+//! reload, nor see half of one. It neither builds configurations nor answers requests.
 
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};

@@ -1,7 +1,8 @@
-//! The forward-auth check (`/auth/nginx`, `/auth/traefik`, `/auth/caddy`, `/auth/envoy`):
-//! the session from the cookie (or an `Authorization` header) checked against the provider's
-//! cached introspection, renewed when due, then the pure `decide` and its response. The only
-//! hot path of the outpost.
+//! The forward-auth check (`/auth/nginx`, `/auth/traefik`, `/auth/caddy`, `/auth/envoy`): the
+//! session from the cookie (or an `Authorization` header) checked against the provider's cached
+//! introspection, renewed when due, then the pure `decide` and its response. The only hot path
+//! of the outpost. It neither parses forwarding headers (`core::request` did) nor writes
+//! response bytes (`http::respond` does).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,7 +1,8 @@
 //! The login round trip: `/start` (or an unauthenticated browser) goes to the provider with a
 //! sealed state bound to this browser; `/callback` checks that state, exchanges the code,
 //! verifies the ID token and stores the session cookie. Failures restart the login a bounded
-//! number of times, then end on a page, never in a loop.
+//! number of times, then end on a page, never in a loop. The state format and its checks are
+//! `core::login`'s, the token calls the provider's.
 
 use http::header::HeaderMap;
 use http::{Response, StatusCode};

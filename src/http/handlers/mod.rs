@@ -1,6 +1,7 @@
 //! Endpoint handlers. Each one parses its input, does the I/O it needs (session check, token
 //! calls), and hands the outcome to `respond`; the forward-auth verdict itself comes from the
-//! pure `decide`.
+//! pure `decide`. Handlers never read raw forwarding headers (the edge parsed them) and never
+//! build configurations.
 
 use std::net::SocketAddr;
 

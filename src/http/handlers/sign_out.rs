@@ -1,5 +1,6 @@
-//! `/sign_out` (or `?X-authentik-logout=true`): clears the session cookies, revokes the
-//! tokens at the provider and sends the browser to its end-session endpoint when it has one.
+//! `/sign_out` (or `?X-authentik-logout=true`): clears the session cookies, revokes the tokens
+//! at the provider and sends the browser to its end-session endpoint when it has one. Nothing
+//! here decides who is logged in.
 
 use http::Response;
 use http::header::HeaderMap;

@@ -1,6 +1,6 @@
-//! authentik's outpost API: the calls a proxy outpost makes and the JSON shapes it reads
-//! (field names as in authentik's OpenAPI schema). Unknown fields are ignored; missing
-//! optional ones take authentik's defaults.
+//! authentik's outpost API: the calls a proxy outpost makes and the JSON shapes it reads (field
+//! names as in authentik's OpenAPI schema). Unknown fields are ignored; missing optional ones
+//! take authentik's defaults. Calls and shapes only: it builds no applications.
 
 use std::time::Duration;
 

@@ -1,6 +1,7 @@
 //! The outpost websocket: HELLO on connect and every 10 s, TRIGGER_UPDATE → refresh,
 //! SESSION_END → that provider session stops working at once. Reconnects with capped
-//! exponential backoff and keeps logs quiet while authentik is away.
+//! exponential backoff and keeps logs quiet while authentik is away. It refreshes nothing
+//! itself: it wakes the refresh loop and ends sessions in `state::outpost`.
 
 use std::sync::Arc;
 use std::time::Duration;
