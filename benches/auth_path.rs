@@ -96,6 +96,7 @@ fn oidc_client(rt: &tokio::runtime::Runtime) -> Arc<OidcClient> {
         cache_ttl: Duration::from_secs(3600),
         max_concurrent_checks: 32,
         extra_issuers: vec![],
+        outage_grace: Duration::from_secs(900),
     };
     let client = Arc::new(OidcClient::new(settings, OidcClient::http_client(false)));
     let disc: Discovery = serde_json::from_value(serde_json::json!({

@@ -7,7 +7,7 @@ use http::{Response, StatusCode};
 
 use crate::core::paths::{METRICS_PATH, PING_PATH, READY_PATH};
 use crate::http::respond::{self, Body};
-use crate::state::metrics::render;
+use crate::state::metrics::{Health, render};
 use crate::state::outpost::Outpost;
 
 /// Serves the metrics listener.
@@ -35,11 +35,12 @@ pub fn handle(outpost: &Outpost, parts: &Parts) -> Response<Body> {
 
 fn render_for(outpost: &Outpost) -> String {
     let rt = outpost.runtime();
-    let cached: u64 = rt
-        .apps
-        .iter()
-        .next()
-        .map(|a| a.oidc.cached_checks())
-        .unwrap_or(0);
-    render(&rt.settings.outpost_name, outpost.ready().is_ok(), cached)
+    let providers = outpost.providers();
+    let health = Health {
+        ready: outpost.ready().is_ok(),
+        providers_up: providers.iter().all(|c| c.down_since().is_none()),
+        cached_checks: providers.iter().map(|c| c.cached_checks()).sum(),
+        grace_served: providers.iter().map(|c| c.grace_served()).sum(),
+    };
+    render(&rt.settings.outpost_name, &health)
 }

@@ -129,6 +129,18 @@ pub fn unavailable(reason: &str) -> Response<Body> {
     r
 }
 
+/// `503` for a browser that would be sent to log in while the provider is down.
+pub fn login_unavailable() -> Response<Body> {
+    let mut r = error_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Login temporarily unavailable",
+        "The identity provider cannot be reached, so you cannot sign in right now. If you were already signed in recently, your session keeps working. Please try again in a few minutes.",
+    );
+    r.headers_mut()
+        .insert("retry-after", HeaderValue::from_static("30"));
+    r
+}
+
 /// Appends `Set-Cookie` values.
 pub fn add_cookies(r: &mut Response<Body>, cookies: impl IntoIterator<Item = HeaderValue>) {
     for c in cookies {

@@ -15,13 +15,66 @@ use crate::core::identity::Identity;
 use crate::core::token::{token_key, unix_now};
 
 use super::token::TokenResponse;
-use super::{Metadata, NEGATIVE_TTL, OidcClient, OidcError};
+use moka::ops::compute::{CompResult, Op};
 
-/// Result of checking an access token upstream.
+use super::{CHECK_TIMEOUT, Metadata, NEGATIVE_TTL, OidcClient, OidcError};
+
+/// Result of checking an access token upstream, as cached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenStatus {
     pub active: bool,
+    /// Unix seconds until which the answer is current: min(cache TTL, token lifetime), a few
+    /// seconds for an inactive token.
+    fresh_until: i64,
+    /// Unix seconds of the provider's last `active` answer (the outage grace counts from it).
+    confirmed_at: i64,
+    /// Unix seconds of the last re-check that failed for an outage (0: none).
+    failed_at: i64,
+    /// How long the cache keeps the entry from when it is stored: an active answer also
+    /// through the outage grace, after it stopped being current.
     ttl: Duration,
+}
+
+/// After a re-check failed for an outage, other requests with the same token use the grace
+/// instead of asking again for this long.
+const RECHECK_PAUSE_SECS: i64 = 1;
+
+impl TokenStatus {
+    /// The provider's answer at `now`, current for `fresh`.
+    fn answered(active: bool, fresh: Duration, grace: Duration, now: i64) -> TokenStatus {
+        let fresh = if active {
+            fresh
+        } else {
+            NEGATIVE_TTL.min(fresh)
+        };
+        TokenStatus {
+            active,
+            fresh_until: now + fresh.as_secs() as i64,
+            confirmed_at: if active { now } else { 0 },
+            failed_at: 0,
+            ttl: if active { fresh + grace } else { fresh },
+        }
+    }
+
+    fn is_current(&self, now: i64) -> bool {
+        self.fresh_until > now || !self.active
+    }
+
+    /// Whether an active answer may still stand in for one the provider cannot give.
+    fn within_grace(&self, grace: Duration, now: i64) -> bool {
+        self.active && !grace.is_zero() && now - self.confirmed_at <= grace.as_secs() as i64
+    }
+
+    /// This (stale) answer after a re-check failed for an outage at `now`: kept until its
+    /// grace ends.
+    fn failed(self, grace: Duration, now: i64) -> TokenStatus {
+        let left = self.confirmed_at + grace.as_secs() as i64 - now;
+        TokenStatus {
+            failed_at: now,
+            ttl: Duration::from_secs(left.max(1) as u64),
+            ..self
+        }
+    }
 }
 
 /// Who an `Authorization` header authenticates.
@@ -68,13 +121,24 @@ impl<V: Ttl> Expiry<[u8; 32], V> for PerEntryTtl {
     ) -> Option<Duration> {
         Some(value.ttl())
     }
+
+    fn expire_after_update(
+        &self,
+        _key: &[u8; 32],
+        value: &V,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.ttl())
+    }
 }
 
 impl OidcClient {
     /// Whether an access token is still live at the provider, cached per token for
     /// min(cache TTL, token lifetime); inactive answers for a few seconds. Concurrent checks of
     /// one token share one upstream call, and at most `max_concurrent_checks` run at once.
-    /// Transport failures are not cached.
+    /// Failures are not cached, but while the provider cannot answer (an outage, see
+    /// `outage`), a token it confirmed within the outage grace stays live.
     pub async fn check_token(
         &self,
         access_token: &str,
@@ -94,12 +158,19 @@ impl OidcClient {
         expires_at: i64,
         now: i64,
     ) -> Result<bool, Arc<OidcError>> {
-        if let Some(s) = self.checks.get(&key).await {
-            return Ok(s.active);
+        // The other paths (an HTTP call) live in their own allocation, so the future of
+        // every check, which hyper keeps per connection, stays small.
+        match self.checks.get(&key).await {
+            Some(s) if s.is_current(now) => Ok(s.active),
+            Some(_) => Box::pin(self.recheck_token(key, access_token, expires_at, now)).await,
+            None => Box::pin(self.check_token_miss(key, access_token, expires_at, now)).await,
         }
-        // The miss path (an HTTP call) lives in its own allocation, so the future of every
-        // check, which hyper keeps per connection, stays small.
-        Box::pin(self.check_token_miss(key, access_token, expires_at, now)).await
+    }
+
+    /// How long an answer for a token expiring at `expires_at` is current.
+    fn fresh_for(&self, expires_at: i64, now: i64) -> Duration {
+        let remaining = Duration::from_secs((expires_at - now).max(1) as u64);
+        self.settings.cache_ttl.min(remaining)
     }
 
     async fn check_token_miss(
@@ -109,24 +180,85 @@ impl OidcClient {
         expires_at: i64,
         now: i64,
     ) -> Result<bool, Arc<OidcError>> {
-        let remaining = Duration::from_secs((expires_at - now).max(1) as u64);
-        let ttl = self.settings.cache_ttl.min(remaining);
+        let fresh = self.fresh_for(expires_at, now);
+        let grace = self.settings.outage_grace;
         let status = self
             .checks
             .try_get_with(key, async {
-                let _permit = self
-                    .permits
-                    .acquire()
-                    .await
-                    .map_err(|_| OidcError::NotReady("shutting down".into()))?;
-                let active = self.check_upstream(access_token).await?;
-                Ok::<_, OidcError>(TokenStatus {
-                    active,
-                    ttl: if active { ttl } else { NEGATIVE_TTL.min(ttl) },
-                })
+                let active = self.ask_provider(access_token).await?;
+                Ok::<_, OidcError>(TokenStatus::answered(active, fresh, grace, now))
             })
             .await?;
         Ok(status.active)
+    }
+
+    /// Asks again about a token whose active answer is no longer current. Concurrent
+    /// re-checks of one token wait for each other and reuse the first one's answer; when the
+    /// provider cannot answer, the old answer stands while its grace lasts.
+    async fn recheck_token(
+        &self,
+        key: [u8; 32],
+        access_token: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, Arc<OidcError>> {
+        let fresh = self.fresh_for(expires_at, now);
+        let grace = self.settings.outage_grace;
+        let computed = self
+            .checks
+            .entry(key)
+            .and_try_compute_with(|entry| async move {
+                let old = entry.map(|e| e.into_value());
+                // Another request re-checked (or failed to) while this one waited.
+                if let Some(s) = old
+                    && (s.is_current(now) || s.failed_at > now - RECHECK_PAUSE_SECS)
+                {
+                    return Ok(Op::Nop);
+                }
+                match self.ask_provider(access_token).await {
+                    Ok(active) => Ok(Op::Put(TokenStatus::answered(active, fresh, grace, now))),
+                    Err(e) if e.is_outage() => match old.filter(|s| s.within_grace(grace, now)) {
+                        Some(s) => Ok(Op::Put(s.failed(grace, now))),
+                        None => Err(e),
+                    },
+                    Err(e) => Err(e),
+                }
+            })
+            .await;
+        match computed {
+            Ok(
+                CompResult::Inserted(e) | CompResult::ReplacedWith(e) | CompResult::Unchanged(e),
+            ) => self.verdict(e.value(), now),
+            Ok(CompResult::StillNone(_) | CompResult::Removed(_)) => Err(Arc::new(
+                OidcError::Unavailable("token check evicted".into()),
+            )),
+            Err(e) => Err(Arc::new(e)),
+        }
+    }
+
+    /// What a cached answer says now: current answers as they are, an old active one while
+    /// its outage grace lasts (counted), otherwise unverifiable.
+    fn verdict(&self, s: &TokenStatus, now: i64) -> Result<bool, Arc<OidcError>> {
+        if s.is_current(now) {
+            return Ok(s.active);
+        }
+        if s.within_grace(self.settings.outage_grace, now) {
+            self.breaker.count_grace();
+            return Ok(true);
+        }
+        Err(Arc::new(OidcError::Unavailable(
+            "the provider cannot confirm this token".into(),
+        )))
+    }
+
+    /// One upstream check, within the bound on checks in flight.
+    async fn ask_provider(&self, access_token: &str) -> Result<bool, OidcError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| OidcError::NotReady("shutting down".into()))?;
+        self.check_upstream(access_token).await
     }
 
     /// Forgets a token's cached status (after sign-out).
@@ -145,23 +277,35 @@ impl OidcClient {
             return Ok(self.introspect(&meta, access_token).await?.is_some());
         }
         if let Some(url) = meta.discovery.userinfo_endpoint.clone() {
-            let resp = self.http.get(url).bearer_auth(access_token).send().await?;
-            return match resp.status().as_u16() {
-                200 => Ok(true),
-                401 | 403 => Ok(false),
-                s => Err(OidcError::Status {
-                    status: s,
-                    detail: "userinfo check".into(),
-                }),
+            let check = async {
+                let req = self.http.get(url).bearer_auth(access_token);
+                let resp = req.timeout(CHECK_TIMEOUT).send().await?;
+                match resp.status().as_u16() {
+                    200 => Ok(true),
+                    401 | 403 => Ok(false),
+                    s => Err(OidcError::Status {
+                        status: s,
+                        detail: "userinfo check".into(),
+                    }),
+                }
             };
+            return self.guarded(check).await;
         }
         // Nothing to ask: the token's own expiry (checked by the caller) is all we have.
         Ok(true)
     }
 
     /// RFC 7662 introspection: the response claims when the token is active and was issued to
-    /// this client, `None` otherwise.
+    /// this client, `None` otherwise. Through the circuit breaker.
     async fn introspect(
+        &self,
+        meta: &Metadata,
+        token: &str,
+    ) -> Result<Option<Map<String, Value>>, OidcError> {
+        self.guarded(self.post_introspection(meta, token)).await
+    }
+
+    async fn post_introspection(
         &self,
         meta: &Metadata,
         token: &str,
@@ -176,7 +320,7 @@ impl OidcClient {
             ("token_type_hint", "access_token".to_string()),
         ];
         let req = self.with_client_auth(meta, self.http.post(url), &mut form);
-        let resp = req.form(&form).send().await?;
+        let resp = req.form(&form).timeout(CHECK_TIMEOUT).send().await?;
         if resp.status().as_u16() != 200 {
             return Err(OidcError::Status {
                 status: resp.status().as_u16(),
@@ -279,12 +423,11 @@ impl OidcClient {
             ("password", pass),
             ("scope", self.settings.scopes.join(" ")),
         ];
-        let resp = self
-            .http
-            .post(meta.discovery.token_endpoint.clone())
-            .form(&form)
-            .send()
-            .await?;
+        let grant = async {
+            let req = self.http.post(meta.discovery.token_endpoint.clone());
+            Ok(req.form(&form).send().await?)
+        };
+        let resp = self.guarded(grant).await?;
         if resp.status().as_u16() != 200 {
             return Ok(None);
         }

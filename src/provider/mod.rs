@@ -17,6 +17,7 @@ pub mod client_tls;
 mod discovery;
 mod introspect;
 mod keys;
+mod outage;
 mod token;
 
 pub use discovery::Discovery;
@@ -25,6 +26,7 @@ pub use token::RefreshOutcome;
 
 use introspect::{CachedHeader, PerEntryTtl};
 use keys::VerifyKey;
+use outage::Breaker;
 
 /// How long an inactive or unknown token stays cached.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
@@ -38,6 +40,11 @@ pub const LEEWAY_SECS: u64 = 60;
 /// Longest wait between two discovery attempts while the provider is down: short, so the
 /// outpost is usable again within seconds of the provider's return.
 pub const DISCOVERY_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Longest wait for a token check (introspection or userinfo): short, so that a provider
+/// that stopped answering turns into the outage grace (or a 503) within seconds instead of
+/// holding requests for the client's whole timeout.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Minimum time between two JWKS fetches caused by unknown key ids.
 pub const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
@@ -57,6 +64,9 @@ pub enum OidcError {
     Invalid(String),
     #[error("token verification failed: {0}")]
     Verify(String),
+    /// The provider is down (the breaker is open): the call was not made.
+    #[error("identity provider unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<reqwest::Error> for OidcError {
@@ -88,6 +98,9 @@ pub struct ClientSettings {
     /// Issuers accepted besides the discovery document's (authentik behind a browser-facing
     /// host name signs with either).
     pub extra_issuers: Vec<String>,
+    /// How long after its last confirmation by the provider a live token keeps being
+    /// accepted while the provider cannot be reached; zero turns this off.
+    pub outage_grace: Duration,
 }
 
 impl std::fmt::Debug for ClientSettings {
@@ -120,6 +133,7 @@ pub struct OidcClient {
     refreshes: Cache<[u8; 32], RefreshOutcome>,
     header_cache: Cache<[u8; 32], CachedHeader>,
     permits: Semaphore,
+    breaker: Breaker,
 }
 
 impl std::fmt::Debug for OidcClient {
@@ -152,6 +166,7 @@ impl OidcClient {
                 .expire_after(PerEntryTtl)
                 .build(),
             permits,
+            breaker: Breaker::default(),
         }
     }
 
@@ -183,6 +198,36 @@ impl OidcClient {
                     .unwrap_or_default(),
             )
         }
+    }
+
+    /// Unix seconds since when the provider is unreachable (its circuit breaker is open).
+    pub fn down_since(&self) -> Option<i64> {
+        self.breaker.down_since()
+    }
+
+    /// Token checks answered from the outage grace so far.
+    pub fn grace_served(&self) -> u64 {
+        self.breaker.grace_served()
+    }
+
+    /// Runs one call to the provider through the circuit breaker: refused at once while the
+    /// provider is down (but for one probe now and then), and counted when it fails for an
+    /// outage.
+    async fn guarded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, OidcError>>,
+    ) -> Result<T, OidcError> {
+        if self.breaker.admit() == outage::Admission::Refuse {
+            return Err(OidcError::Unavailable(
+                "the provider did not answer recent calls".into(),
+            ));
+        }
+        let result = call.await;
+        match &result {
+            Err(e) if e.is_outage() => self.breaker.failure(e, self.settings.outage_grace),
+            _ => self.breaker.success(),
+        }
+        result
     }
 
     pub fn is_ready(&self) -> bool {

@@ -57,7 +57,15 @@ impl OidcClient {
         }
     }
 
+    /// A grant at the token endpoint, through the circuit breaker.
     async fn token_request(
+        &self,
+        form: Vec<(&'static str, String)>,
+    ) -> Result<TokenSet, OidcError> {
+        self.guarded(self.token_grant(form)).await
+    }
+
+    async fn token_grant(
         &self,
         mut form: Vec<(&'static str, String)>,
     ) -> Result<TokenSet, OidcError> {
@@ -155,8 +163,12 @@ impl OidcClient {
             .await
     }
 
-    /// Fetches userinfo claims for an access token.
+    /// Fetches userinfo claims for an access token (through the circuit breaker).
     pub async fn userinfo(&self, access_token: &str) -> Result<Map<String, Value>, OidcError> {
+        self.guarded(self.fetch_userinfo(access_token)).await
+    }
+
+    async fn fetch_userinfo(&self, access_token: &str) -> Result<Map<String, Value>, OidcError> {
         let meta = self.ready_meta()?;
         let Some(url) = meta.discovery.userinfo_endpoint.clone() else {
             return Ok(Map::new());
@@ -194,10 +206,11 @@ impl OidcClient {
             ("token_type_hint", hint.to_string()),
         ];
         let req = self.with_client_auth(&meta, self.http.post(url), &mut form);
-        match req.form(&form).send().await {
+        let sent = self.guarded(async { Ok(req.form(&form).send().await?) });
+        match sent.await {
             Ok(r) if r.status().is_success() => {}
             Ok(r) => tracing::warn!(status = r.status().as_u16(), "token revocation refused"),
-            Err(e) => tracing::warn!(error = %OidcError::from(e), "token revocation failed"),
+            Err(e) => tracing::warn!(error = %e, "token revocation failed"),
         }
     }
 }

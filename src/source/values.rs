@@ -17,6 +17,13 @@ pub const DEFAULT_TRUSTED_PROXIES: &[&str] = &[
     "fc00::/7",
 ];
 
+/// How long a session the provider confirmed keeps working while the provider cannot be
+/// reached, unless configured otherwise.
+pub const DEFAULT_OUTAGE_GRACE: Duration = Duration::from_secs(15 * 60);
+
+/// Longest configurable outage grace.
+pub const MAX_OUTAGE_GRACE: Duration = Duration::from_secs(7 * 86400);
+
 /// Exit code for a bad configuration (EX_USAGE).
 pub const EXIT_CONFIG: i32 = 64;
 
@@ -76,6 +83,29 @@ pub fn parse_cidr(text: &str) -> Option<IpNet> {
     t.parse::<IpNet>()
         .ok()
         .or_else(|| t.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+/// An outage grace (`0` turns it off): a duration up to [`MAX_OUTAGE_GRACE`], the default
+/// when unset; problems are reported under `name`.
+pub fn parse_outage_grace(
+    raw: Option<Result<Duration, String>>,
+    name: &str,
+    p: &mut Vec<String>,
+) -> Duration {
+    match raw {
+        None => DEFAULT_OUTAGE_GRACE,
+        Some(Ok(d)) if d <= MAX_OUTAGE_GRACE => d,
+        Some(Ok(_)) => {
+            p.push(format!(
+                "{name}: must be at most 7d (0 turns the grace off)"
+            ));
+            DEFAULT_OUTAGE_GRACE
+        }
+        Some(Err(e)) => {
+            p.push(format!("{name}: {e}"));
+            DEFAULT_OUTAGE_GRACE
+        }
+    }
 }
 
 #[cfg(test)]

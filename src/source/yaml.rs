@@ -18,7 +18,8 @@ use crate::core::seal::Sealer;
 use crate::provider::ClientAuth;
 use crate::provider::{ClientSettings, OidcClient};
 use crate::source::values::{
-    ConfigError, DEFAULT_TRUSTED_PROXIES, parse_cidr, parse_duration, resolve_indirection,
+    ConfigError, DEFAULT_TRUSTED_PROXIES, parse_cidr, parse_duration, parse_outage_grace,
+    resolve_indirection,
 };
 use crate::state::application::{AppSet, Application};
 use crate::state::memo::SessionMemo;
@@ -73,6 +74,7 @@ pub struct RawProvider {
     pub introspection_cache_ttl: Option<RawDuration>,
     pub max_concurrent_introspections: Option<usize>,
     pub send_jwt_header: Option<bool>,
+    pub outage_grace: Option<RawDuration>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -130,6 +132,8 @@ pub struct ProviderConfig {
     pub introspection_cache_ttl: Duration,
     pub max_concurrent_introspections: usize,
     pub send_jwt_header: bool,
+    /// How long a session the provider confirmed keeps working while it cannot be reached.
+    pub outage_grace: Duration,
 }
 
 /// Log output settings.
@@ -445,6 +449,11 @@ fn validate_provider(raw: RawProvider, p: &mut Vec<String>) -> Option<ProviderCo
     if max_conc == 0 || max_conc > 4096 {
         p.push("provider.max_concurrent_introspections: must be between 1 and 4096".into());
     }
+    let outage_grace = parse_outage_grace(
+        raw.outage_grace.as_ref().map(RawDuration::parse),
+        "provider.outage_grace",
+        p,
+    );
     if p.len() > start {
         return None;
     }
@@ -457,6 +466,7 @@ fn validate_provider(raw: RawProvider, p: &mut Vec<String>) -> Option<ProviderCo
         introspection_cache_ttl: ttl,
         max_concurrent_introspections: max_conc,
         send_jwt_header: raw.send_jwt_header.unwrap_or(true),
+        outage_grace,
     })
 }
 
@@ -534,6 +544,7 @@ impl Runtime {
             cache_ttl: p.introspection_cache_ttl,
             max_concurrent_checks: p.max_concurrent_introspections,
             extra_issuers: Vec::new(),
+            outage_grace: p.outage_grace,
         };
         let reusable = previous
             .and_then(|r| r.apps.iter().next())
@@ -592,6 +603,7 @@ fn same_client(a: &ClientSettings, b: &ClientSettings) -> bool {
         && a.client_auth == b.client_auth
         && a.cache_ttl == b.cache_ttl
         && a.max_concurrent_checks == b.max_concurrent_checks
+        && a.outage_grace == b.outage_grace
 }
 
 #[cfg(test)]

@@ -130,6 +130,7 @@ pub(crate) mod tests {
             cache_ttl: std::time::Duration::from_secs(60),
             max_concurrent_checks: 1,
             extra_issuers: vec![],
+            outage_grace: std::time::Duration::ZERO,
         };
         Arc::new(Application {
             site: Site {

@@ -141,9 +141,21 @@ pub fn host_metrics(host: &str) -> &'static HostMetrics {
     h
 }
 
-/// The Prometheus text: every counter, plus the outpost's name, whether every provider is
-/// usable and how many token checks are cached (which the caller reads from the state).
-pub fn render(outpost_name: &str, ready: bool, cached: u64) -> String {
+/// What the caller reads from the state for [`render`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Health {
+    /// Every provider is usable (discovered).
+    pub ready: bool,
+    /// No provider is down (none has its circuit breaker open).
+    pub providers_up: bool,
+    /// Token checks cached, over all providers.
+    pub cached_checks: u64,
+    /// Token checks answered from the outage grace so far, over all providers.
+    pub grace_served: u64,
+}
+
+/// The Prometheus text: every counter, plus the outpost's name and its [`Health`].
+pub fn render(outpost_name: &str, health: &Health) -> String {
     let name = escape_label(outpost_name);
     let mut out = String::with_capacity(4096);
     out.push_str(
@@ -206,12 +218,27 @@ pub fn render(outpost_name: &str, ready: bool, cached: u64) -> String {
     out.push_str("# TYPE ak_outpost_provider_ready gauge\n");
     out.push_str(&format!(
         "ak_outpost_provider_ready{{outpost_name=\"{name}\"}} {}\n",
-        u8::from(ready)
+        u8::from(health.ready)
+    ));
+    out.push_str("# HELP ak_outpost_provider_up Whether every identity provider answers (0 during an outage)\n");
+    out.push_str("# TYPE ak_outpost_provider_up gauge\n");
+    out.push_str(&format!(
+        "ak_outpost_provider_up{{outpost_name=\"{name}\"}} {}\n",
+        u8::from(health.providers_up)
+    ));
+    out.push_str(
+        "# HELP ak_outpost_outage_grace_checks_total Token checks answered from the outage grace\n",
+    );
+    out.push_str("# TYPE ak_outpost_outage_grace_checks_total counter\n");
+    out.push_str(&format!(
+        "ak_outpost_outage_grace_checks_total{{outpost_name=\"{name}\"}} {}\n",
+        health.grace_served
     ));
     out.push_str("# HELP ak_outpost_token_cache_entries Cached token checks\n");
     out.push_str("# TYPE ak_outpost_token_cache_entries gauge\n");
     out.push_str(&format!(
-        "ak_outpost_token_cache_entries{{outpost_name=\"{name}\"}} {cached}\n"
+        "ak_outpost_token_cache_entries{{outpost_name=\"{name}\"}} {}\n",
+        health.cached_checks
     ));
     out
 }

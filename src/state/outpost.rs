@@ -11,6 +11,8 @@ use ipnet::IpNet;
 use tokio::sync::mpsc;
 
 use crate::core::login::STATE_TTL_SECS;
+use crate::core::token::unix_now;
+use crate::provider::OidcClient;
 use crate::state::application::AppSet;
 use crate::state::memo::SessionMemo;
 
@@ -129,6 +131,37 @@ impl Outpost {
     pub fn claim_state(&self, id: &str) -> bool {
         let entry = self.used_states.entry(id.to_string()).or_insert(());
         entry.is_fresh()
+    }
+
+    /// The distinct provider clients of the current configuration.
+    pub fn providers(&self) -> Vec<Arc<OidcClient>> {
+        let rt = self.runtime();
+        let mut out: Vec<Arc<OidcClient>> = Vec::new();
+        for app in rt.apps.iter() {
+            if !out.iter().any(|c| Arc::ptr_eq(c, &app.oidc)) {
+                out.push(Arc::clone(&app.oidc));
+            }
+        }
+        out
+    }
+
+    /// Why the outpost is serving in a degraded way (a provider it cannot reach), if it is.
+    pub fn degraded(&self) -> Option<String> {
+        let now = unix_now();
+        let down: Vec<String> = self
+            .providers()
+            .iter()
+            .filter_map(|c| {
+                let since = c.down_since()?;
+                Some(format!(
+                    "identity provider {} unreachable for {}s, sessions it confirmed within the last {}s keep working",
+                    c.settings.issuer,
+                    now - since,
+                    c.settings.outage_grace.as_secs()
+                ))
+            })
+            .collect();
+        (!down.is_empty()).then(|| down.join("; "))
     }
 
     /// Whether every provider is usable.

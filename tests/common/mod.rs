@@ -224,6 +224,29 @@ impl Idp {
             .expect("tokens json")
     }
 
+    /// Breaks every provider endpoint (`mode=status&status=503`, `mode=garbage`,
+    /// `mode=reset`) until `mode=none`.
+    pub async fn set_fault(&self, query: &str) {
+        let r = self
+            .client()
+            .post(format!("{}/__test/fault?{query}", self.issuer))
+            .send()
+            .await
+            .expect("fault");
+        assert_eq!(r.status(), 200, "fault {query}");
+    }
+
+    /// Stops listening (connections refused) for `ms` milliseconds.
+    pub async fn outage(&self, ms: u64) {
+        let r = self
+            .client()
+            .post(format!("{}/__test/outage?ms={ms}", self.issuer))
+            .send()
+            .await
+            .expect("outage");
+        assert_eq!(r.status(), 200, "outage");
+    }
+
     pub async fn set_delay(&self, ms: u64) {
         self.client()
             .post(format!("{}/__test/delay?ms={ms}", self.issuer))
@@ -742,6 +765,8 @@ pub struct StackOptions {
     pub allowed_groups: Vec<String>,
     /// Groups for alice (default: admins, users).
     pub alice_groups: Option<Vec<String>>,
+    /// `provider.outage_grace` (default: unset, the outpost's default).
+    pub outage_grace: Option<&'static str>,
 }
 
 impl Default for StackOptions {
@@ -754,6 +779,7 @@ impl Default for StackOptions {
             skip_path_regex: String::new(),
             allowed_groups: vec![],
             alice_groups: None,
+            outage_grace: None,
         }
     }
 }
@@ -797,7 +823,12 @@ impl Stack {
             app.mode = "forward_domain";
             app.cookie_domain = "example.test".into();
         }
-        let yaml = outpost_yaml(outpost_addr, &idp.issuer, SECRET, o.cache_ttl, &[app]);
+        let mut yaml = outpost_yaml(outpost_addr, &idp.issuer, SECRET, o.cache_ttl, &[app]);
+        if let Some(grace) = o.outage_grace {
+            let ttl = format!("  introspection_cache_ttl: {}\n", o.cache_ttl);
+            yaml = yaml.replace(&ttl, &format!("{ttl}  outage_grace: {grace}\n"));
+            assert!(yaml.contains("outage_grace"), "grace not set");
+        }
         let outpost = InProcess::serve(listener, &yaml).await;
         let browser = Browser::new(&[(APP_HOST, nginx.port), (AUTH_HOST, nginx.port)]);
         Stack {

@@ -428,6 +428,29 @@ async function handleTest(req, res, url) {
       const count = (model) => accountRecords(model, sub).filter(([, e]) => isLiveToken(e)).length;
       return sendJson(res, 200, { access_tokens: count('AccessToken'), refresh_tokens: count('RefreshToken') });
     }
+    case 'POST /__test/fault': {
+      // Breaks every provider endpoint (not /__test/) until mode=none:
+      //   status (answer `status`, default 503), garbage (200 with a body that is not JSON),
+      //   reset (close the connection without an answer).
+      const mode = url.searchParams.get('mode') ?? 'none';
+      if (!['none', 'status', 'garbage', 'reset'].includes(mode)) return sendJson(res, 400, { error: 'unknown mode' });
+      const status = Number(url.searchParams.get('status') ?? 503);
+      fault = mode === 'none' ? null : { mode, status };
+      return sendJson(res, 200, { fault: mode });
+    }
+    case 'POST /__test/outage': {
+      // Stops listening (connections refused) for `ms` milliseconds, then listens again on
+      // the same port, with every token and key as before.
+      const ms = Number(url.searchParams.get('ms') ?? 0);
+      if (!Number.isFinite(ms) || ms <= 0) return sendJson(res, 400, { error: 'ms must be positive' });
+      res.once('finish', () => {
+        const port = server.address().port;
+        server.close();
+        server.closeAllConnections();
+        setTimeout(() => server.listen(port, HOST), ms);
+      });
+      return sendJson(res, 200, { outage_ms: ms });
+    }
     case 'POST /__test/delay': {
       const ms = Number(url.searchParams.get('ms') ?? 0);
       if (!Number.isFinite(ms) || ms < 0) return sendJson(res, 400, { error: 'ms must be a non-negative number' });
@@ -562,6 +585,8 @@ async function normalizeClientAuth(req, url) {
 
 let provider;
 let providerCallback;
+// A fault injected through /__test/fault (null: none).
+let fault = null;
 
 const server = http.createServer(async (req, res) => {
   let url;
@@ -578,6 +603,15 @@ const server = http.createServer(async (req, res) => {
 
     const statsKey = url.pathname.replace(/^\/(interaction|auth)\/[^/]+/, '/$1/:uid');
     stats.requests[statsKey] = (stats.requests[statsKey] ?? 0) + 1;
+
+    if (fault) {
+      if (fault.mode === 'reset') return req.socket.destroy();
+      if (fault.mode === 'garbage') {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        return res.end('<html>upstream error</html>');
+      }
+      return sendJson(res, fault.status, { error: 'server_error' });
+    }
 
     if (url.pathname.startsWith('/interaction/')) return await handleInteraction(provider, req, res, url);
 

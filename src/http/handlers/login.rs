@@ -53,6 +53,10 @@ pub(super) fn start_login(
     target: RedirectTarget,
     attempt: u8,
 ) -> Response<Body> {
+    if app.oidc.down_since().is_some() {
+        // The provider is known to be down: a page now, not a redirect to a dead login.
+        return respond::login_unavailable();
+    }
     let binding_name = binding_cookie_name(&app.cookie_name);
     // Reuse the browser's binding so logins in several tabs do not undo each other.
     let binding = read_cookie(headers, &binding_name)

@@ -161,7 +161,12 @@ fn with_log(mut r: Response<Body>, app: &str, outcome: &'static str, user: &str)
 
 fn ready(outpost: &Outpost) -> Response<Body> {
     match outpost.ready() {
-        Ok(()) => respond::text(StatusCode::OK, "ready"),
+        // Still ready while a provider is down: sessions it confirmed keep working, and a
+        // replica taken out of rotation would only move the same outage elsewhere.
+        Ok(()) => match outpost.degraded() {
+            None => respond::text(StatusCode::OK, "ready"),
+            Some(why) => respond::text(StatusCode::OK, &format!("ready (degraded: {why})")),
+        },
         Err(reason) => respond::text(
             StatusCode::SERVICE_UNAVAILABLE,
             &format!("not ready: {reason}"),

@@ -4,7 +4,6 @@
 //! swapping the runtime in belong to the refresh loop.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use url::Url;
 
@@ -17,9 +16,6 @@ use crate::provider::{ClientSettings, Discovery, OidcClient};
 use crate::state::application::{AppSet, Application};
 use crate::state::memo::SessionMemo;
 use crate::state::outpost::Runtime;
-
-/// How long introspection answers for cookie sessions are trusted in authentik mode.
-pub const CACHE_TTL: Duration = Duration::from_secs(60);
 
 fn parse_url(s: Option<&str>) -> Option<Url> {
     s.filter(|s| !s.is_empty())
@@ -185,9 +181,10 @@ fn client_settings(env: &AuthentikEnv, p: &ProxyProvider, disc: &Discovery) -> C
         client_secret: p.client_secret.clone(),
         scopes,
         client_auth: ClientAuth::Auto,
-        cache_ttl: CACHE_TTL,
+        cache_ttl: env.token_cache_ttl,
         max_concurrent_checks: 32,
         extra_issuers,
+        outage_grace: env.outage_grace,
     }
 }
 

@@ -10,7 +10,9 @@ use ipnet::IpNet;
 use url::Url;
 
 use crate::source::values::resolve_indirection;
-use crate::source::values::{ConfigError, DEFAULT_TRUSTED_PROXIES, parse_cidr};
+use crate::source::values::{
+    ConfigError, DEFAULT_TRUSTED_PROXIES, parse_cidr, parse_duration, parse_outage_grace,
+};
 use crate::state::application::AppSet;
 use crate::state::memo::SessionMemo;
 use crate::state::outpost::{Runtime, Settings};
@@ -33,6 +35,11 @@ pub struct AuthentikEnv {
     pub log_level: String,
     /// `AK_OUTPOST_ALLOW_CORS_PREFLIGHT`: let CORS preflights through unauthenticated.
     pub allow_cors_preflight: bool,
+    /// `AK_OUTPOST_OUTAGE_GRACE`: how long a session authentik confirmed keeps working while
+    /// authentik cannot be reached (`0`: not at all).
+    pub outage_grace: Duration,
+    /// `AK_OUTPOST_TOKEN_CACHE_TTL`: how long a token check is cached (1 s – 1 h; 60 s).
+    pub token_cache_ttl: Duration,
 }
 
 impl std::fmt::Debug for AuthentikEnv {
@@ -99,6 +106,12 @@ impl AuthentikEnv {
             &mut p,
         );
         let log_level = parse_log_level(raw.log_level.as_deref());
+        let outage_grace = parse_outage_grace(
+            raw.outage_grace.as_deref().map(parse_duration),
+            "AK_OUTPOST_OUTAGE_GRACE",
+            &mut p,
+        );
+        let token_cache_ttl = parse_token_cache_ttl(raw.token_cache_ttl.as_deref(), &mut p);
         match host {
             Some(host) if p.is_empty() => Ok(AuthentikEnv {
                 host,
@@ -113,6 +126,8 @@ impl AuthentikEnv {
                 log_requests,
                 log_level,
                 allow_cors_preflight,
+                outage_grace,
+                token_cache_ttl,
             }),
             _ => Err(ConfigError { problems: p }),
         }
@@ -151,6 +166,8 @@ struct RawEnv {
     listen_metrics: Option<String>,
     trusted_proxy_cidrs: Option<String>,
     reload_jitter: Option<String>,
+    outage_grace: Option<String>,
+    token_cache_ttl: Option<String>,
     log_requests: Option<String>,
     allow_cors_preflight: Option<String>,
     log_level: Option<String>,
@@ -178,6 +195,8 @@ impl RawEnv {
         let listen_metrics = var("AUTHENTIK_LISTEN__METRICS");
         let trusted_proxy_cidrs = var("AUTHENTIK_LISTEN__TRUSTED_PROXY_CIDRS");
         let reload_jitter = var("AK_OUTPOST_RELOAD_JITTER");
+        let outage_grace = var("AK_OUTPOST_OUTAGE_GRACE");
+        let token_cache_ttl = var("AK_OUTPOST_TOKEN_CACHE_TTL");
         let log_requests = var("AK_OUTPOST_LOG_REQUESTS");
         let allow_cors_preflight = var("AK_OUTPOST_ALLOW_CORS_PREFLIGHT");
         let log_level = var("AUTHENTIK_LOG_LEVEL");
@@ -191,6 +210,8 @@ impl RawEnv {
             listen_metrics,
             trusted_proxy_cidrs,
             reload_jitter,
+            outage_grace,
+            token_cache_ttl,
             log_requests,
             allow_cors_preflight,
             log_level,
@@ -305,6 +326,24 @@ fn parse_reload_jitter(raw: Option<&str>, p: &mut Vec<String>) -> Duration {
         Some(Err(e)) => {
             p.push(format!("AK_OUTPOST_RELOAD_JITTER: {e}"));
             Duration::from_secs(9)
+        }
+    }
+}
+
+/// `AK_OUTPOST_TOKEN_CACHE_TTL`: a duration from 1 s to 1 h, 60 s when unset (authentik's
+/// outpost caches for the same time).
+fn parse_token_cache_ttl(raw: Option<&str>, p: &mut Vec<String>) -> Duration {
+    const DEFAULT: Duration = Duration::from_secs(60);
+    match raw.map(parse_duration) {
+        None => DEFAULT,
+        Some(Ok(d)) if (1..=3600).contains(&d.as_secs()) => d,
+        Some(Ok(_)) => {
+            p.push("AK_OUTPOST_TOKEN_CACHE_TTL: must be between 1s and 1h".into());
+            DEFAULT
+        }
+        Some(Err(e)) => {
+            p.push(format!("AK_OUTPOST_TOKEN_CACHE_TTL: {e}"));
+            DEFAULT
         }
     }
 }

@@ -13,7 +13,7 @@ pub mod env;
 pub mod keypairs;
 pub mod ws;
 
-pub use apps::{CACHE_TTL, build_runtime};
+pub use apps::build_runtime;
 pub use control::{Fatal, START_RETRY, control, instance_uuid};
 pub use env::{AuthentikEnv, parse_bool};
 pub use keypairs::KeypairCache;
