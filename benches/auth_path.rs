@@ -97,6 +97,7 @@ fn oidc_client(rt: &tokio::runtime::Runtime) -> Arc<OidcClient> {
         max_concurrent_checks: 32,
         extra_issuers: vec![],
         outage_grace: Duration::from_secs(900),
+        new_token_checks_per_second: 0,
     };
     let client = Arc::new(OidcClient::new(settings, OidcClient::http_client(false)));
     let disc: Discovery = serde_json::from_value(serde_json::json!({

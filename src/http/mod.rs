@@ -3,6 +3,7 @@
 //! responses, and the metrics listener. Handlers read the current `state::outpost::Runtime`;
 //! they never build configurations (no imports from `source`).
 pub mod handlers;
+pub mod limits;
 pub mod metrics;
 pub mod respond;
 pub mod server;

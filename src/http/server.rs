@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use crate::http::handlers::{self, LogInfo};
+use crate::http::limits::{Limits, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_PEER, Slot};
 use crate::http::respond::Body;
 use crate::state::outpost::Outpost;
 
@@ -35,6 +36,10 @@ pub enum Listener {
     Metrics,
 }
 
+/// The most a request's head (request line and headers) may take; more is refused with 431.
+/// Sessions split into several cookies stay far below it.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 /// Time a TLS client has to finish its handshake.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -48,8 +53,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
+    let limits = Limits::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_PEER);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        // A free place first: at the cap, new connections wait in the kernel's backlog.
+        let place = tokio::select! {
+            place = limits.place() => place,
+            _ = &mut shutdown => break,
+        };
+        let Some(place) = place else { break };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -61,16 +73,22 @@ pub async fn serve(
                         continue;
                     }
                 };
+                let trusted = outpost.runtime().settings.is_trusted(peer.ip());
+                let Some(slot) = limits.admit(place, peer.ip(), trusted) else {
+                    tracing::debug!(peer = %peer.ip(), "too many connections from one address");
+                    continue; // dropping the stream closes it
+                };
                 let _ = stream.set_nodelay(true); // best effort; latency only
                 let outpost = Arc::clone(&outpost);
                 match &tls {
-                    None => spawn_conn(TokioIo::new(stream), kind, outpost, peer, &graceful),
+                    None => spawn_conn(TokioIo::new(stream), kind, outpost, peer, &graceful, slot),
                     Some(acceptor) => {
                         // The handshake runs in its own task so a slow client cannot stall
                         // the accept loop; drained connections are tracked once it completes.
                         let acceptor = acceptor.clone();
                         let watcher = graceful.watcher();
                         tokio::spawn(async move {
+                            let _slot = slot;
                             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                                 Ok(Ok(tls_stream)) => {
                                     let conn = http1_builder()
@@ -102,6 +120,7 @@ fn http1_builder() -> http1::Builder {
     let mut b = http1::Builder::new();
     b.timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES)
         .keep_alive(true);
     b
 }
@@ -126,10 +145,12 @@ fn spawn_conn(
     outpost: Arc<Outpost>,
     peer: SocketAddr,
     graceful: &GracefulShutdown,
+    slot: Slot,
 ) {
     let conn = http1_builder().serve_connection(io, service(kind, outpost, peer));
     let conn = graceful.watch(conn);
     tokio::spawn(async move {
+        let _slot = slot;
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "connection ended with an error");
         }

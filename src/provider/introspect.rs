@@ -185,6 +185,7 @@ impl OidcClient {
         let status = self
             .checks
             .try_get_with(key, async {
+                self.spend_budget()?;
                 let active = self.ask_provider(access_token).await?;
                 Ok::<_, OidcError>(TokenStatus::answered(active, fresh, grace, now))
             })
@@ -249,6 +250,25 @@ impl OidcClient {
         Err(Arc::new(OidcError::Unavailable(
             "the provider cannot confirm this token".into(),
         )))
+    }
+
+    /// One check of a token the provider never confirmed, from the budget.
+    fn spend_budget(&self) -> Result<(), OidcError> {
+        if self.budget.take() {
+            Ok(())
+        } else {
+            Err(OidcError::Unavailable(
+                "too many checks of unknown tokens, try again".into(),
+            ))
+        }
+    }
+
+    /// Records that the provider itself just handed out `access_token` (a code exchange or a
+    /// refresh): it is live, so the first check after a login needs no call.
+    pub async fn note_issued(&self, access_token: &str, expires_at: i64, now: i64) {
+        let fresh = self.fresh_for(expires_at, now);
+        let status = TokenStatus::answered(true, fresh, self.settings.outage_grace, now);
+        self.checks.insert(token_key(access_token), status).await;
     }
 
     /// One upstream check, within the bound on checks in flight.
@@ -367,6 +387,7 @@ impl OidcClient {
         let ttl = self.settings.cache_ttl;
         self.header_cache
             .try_get_with(key, async {
+                self.spend_budget()?;
                 let _permit = self
                     .permits
                     .acquire()

@@ -13,6 +13,7 @@ use moka::future::Cache;
 use tokio::sync::Semaphore;
 use url::Url;
 
+mod budget;
 pub mod client_tls;
 mod discovery;
 mod introspect;
@@ -24,6 +25,7 @@ pub use discovery::Discovery;
 pub use introspect::{HeaderIdentity, TokenStatus};
 pub use token::RefreshOutcome;
 
+use budget::Budget;
 use introspect::{CachedHeader, PerEntryTtl};
 use keys::VerifyKey;
 use outage::Breaker;
@@ -101,6 +103,8 @@ pub struct ClientSettings {
     /// How long after its last confirmation by the provider a live token keeps being
     /// accepted while the provider cannot be reached; zero turns this off.
     pub outage_grace: Duration,
+    /// Checks per second of tokens the provider never confirmed (0: no limit).
+    pub new_token_checks_per_second: u32,
 }
 
 impl std::fmt::Debug for ClientSettings {
@@ -134,6 +138,7 @@ pub struct OidcClient {
     header_cache: Cache<[u8; 32], CachedHeader>,
     permits: Semaphore,
     breaker: Breaker,
+    budget: Budget,
 }
 
 impl std::fmt::Debug for OidcClient {
@@ -147,6 +152,7 @@ impl std::fmt::Debug for OidcClient {
 impl OidcClient {
     pub fn new(settings: ClientSettings, http: reqwest::Client) -> OidcClient {
         let permits = Semaphore::new(settings.max_concurrent_checks.max(1));
+        let budget = Budget::new(settings.new_token_checks_per_second);
         OidcClient {
             settings,
             http,
@@ -167,6 +173,7 @@ impl OidcClient {
                 .build(),
             permits,
             breaker: Breaker::default(),
+            budget,
         }
     }
 
@@ -203,6 +210,11 @@ impl OidcClient {
     /// Unix seconds since when the provider is unreachable (its circuit breaker is open).
     pub fn down_since(&self) -> Option<i64> {
         self.breaker.down_since()
+    }
+
+    /// Checks of unknown tokens refused because their budget was spent.
+    pub fn checks_refused(&self) -> u64 {
+        self.budget.refused()
     }
 
     /// Token checks answered from the outage grace so far.

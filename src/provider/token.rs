@@ -57,12 +57,16 @@ impl OidcClient {
         }
     }
 
-    /// A grant at the token endpoint, through the circuit breaker.
+    /// A grant at the token endpoint, through the circuit breaker. The access token it
+    /// returns is live (the provider just issued it to this client): noted as checked.
     async fn token_request(
         &self,
         form: Vec<(&'static str, String)>,
     ) -> Result<TokenSet, OidcError> {
-        self.guarded(self.token_grant(form)).await
+        let t = self.guarded(self.token_grant(form)).await?;
+        self.note_issued(&t.access_token, t.expires_at, t.issued_at)
+            .await;
+        Ok(t)
     }
 
     async fn token_grant(

@@ -18,8 +18,8 @@ use crate::core::seal::Sealer;
 use crate::provider::ClientAuth;
 use crate::provider::{ClientSettings, OidcClient};
 use crate::source::values::{
-    ConfigError, DEFAULT_TRUSTED_PROXIES, parse_cidr, parse_duration, parse_outage_grace,
-    resolve_indirection,
+    ConfigError, DEFAULT_NEW_TOKEN_CHECKS_PER_SECOND, DEFAULT_TRUSTED_PROXIES, parse_cidr,
+    parse_duration, parse_outage_grace, resolve_indirection,
 };
 use crate::state::application::{AppSet, Application};
 use crate::state::memo::SessionMemo;
@@ -75,6 +75,7 @@ pub struct RawProvider {
     pub max_concurrent_introspections: Option<usize>,
     pub send_jwt_header: Option<bool>,
     pub outage_grace: Option<RawDuration>,
+    pub new_token_checks_per_second: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -134,6 +135,8 @@ pub struct ProviderConfig {
     pub send_jwt_header: bool,
     /// How long a session the provider confirmed keeps working while it cannot be reached.
     pub outage_grace: Duration,
+    /// Checks per second of tokens the provider never confirmed (0: no limit).
+    pub new_token_checks_per_second: u32,
 }
 
 /// Log output settings.
@@ -467,6 +470,9 @@ fn validate_provider(raw: RawProvider, p: &mut Vec<String>) -> Option<ProviderCo
         max_concurrent_introspections: max_conc,
         send_jwt_header: raw.send_jwt_header.unwrap_or(true),
         outage_grace,
+        new_token_checks_per_second: raw
+            .new_token_checks_per_second
+            .unwrap_or(DEFAULT_NEW_TOKEN_CHECKS_PER_SECOND),
     })
 }
 
@@ -545,6 +551,7 @@ impl Runtime {
             max_concurrent_checks: p.max_concurrent_introspections,
             extra_issuers: Vec::new(),
             outage_grace: p.outage_grace,
+            new_token_checks_per_second: p.new_token_checks_per_second,
         };
         let reusable = previous
             .and_then(|r| r.apps.iter().next())
@@ -604,6 +611,7 @@ fn same_client(a: &ClientSettings, b: &ClientSettings) -> bool {
         && a.cache_ttl == b.cache_ttl
         && a.max_concurrent_checks == b.max_concurrent_checks
         && a.outage_grace == b.outage_grace
+        && a.new_token_checks_per_second == b.new_token_checks_per_second
 }
 
 #[cfg(test)]

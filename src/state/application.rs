@@ -131,6 +131,7 @@ pub(crate) mod tests {
             max_concurrent_checks: 1,
             extra_issuers: vec![],
             outage_grace: std::time::Duration::ZERO,
+            new_token_checks_per_second: 0,
         };
         Arc::new(Application {
             site: Site {

@@ -767,6 +767,8 @@ pub struct StackOptions {
     pub alice_groups: Option<Vec<String>>,
     /// `provider.outage_grace` (default: unset, the outpost's default).
     pub outage_grace: Option<&'static str>,
+    /// `provider.new_token_checks_per_second` (default: unset, the outpost's default).
+    pub new_token_checks_per_second: Option<u32>,
 }
 
 impl Default for StackOptions {
@@ -780,6 +782,7 @@ impl Default for StackOptions {
             allowed_groups: vec![],
             alice_groups: None,
             outage_grace: None,
+            new_token_checks_per_second: None,
         }
     }
 }
@@ -828,6 +831,14 @@ impl Stack {
             let ttl = format!("  introspection_cache_ttl: {}\n", o.cache_ttl);
             yaml = yaml.replace(&ttl, &format!("{ttl}  outage_grace: {grace}\n"));
             assert!(yaml.contains("outage_grace"), "grace not set");
+        }
+        if let Some(rate) = o.new_token_checks_per_second {
+            let ttl = format!("  introspection_cache_ttl: {}\n", o.cache_ttl);
+            yaml = yaml.replace(
+                &ttl,
+                &format!("{ttl}  new_token_checks_per_second: {rate}\n"),
+            );
+            assert!(yaml.contains("new_token_checks_per_second"), "rate not set");
         }
         let outpost = InProcess::serve(listener, &yaml).await;
         let browser = Browser::new(&[(APP_HOST, nginx.port), (AUTH_HOST, nginx.port)]);

@@ -27,8 +27,9 @@ use crate::core::session::{
 };
 use crate::core::token::{token_key, unix_now};
 use crate::http::respond::{self, Body};
-use crate::provider::{OidcError, RefreshOutcome};
+use crate::provider::{HeaderIdentity, OidcError, RefreshOutcome};
 use crate::state::application::Application;
+use crate::state::memo::Opened;
 use crate::state::outpost::Runtime;
 
 /// The forward-auth check.
@@ -245,14 +246,21 @@ async fn check_session(
     let Some(authz) = accepted_authorization(app, headers) else {
         return from_cookie;
     };
-    match header_session(ctx, app, authz, now).await {
-        Ok(Some(valid)) => valid,
-        Ok(None) => from_cookie,
-        Err(()) => match from_cookie {
-            SessionCheck::None => SessionCheck::Unverifiable,
-            other => other,
-        },
-    }
+    // A remembered header already knows its cache key: no hashing of the token per request.
+    let remembered = ctx.rt.header_memo.get(app, authz);
+    let key = remembered
+        .as_ref()
+        .map_or_else(|| token_key(authz), |hit| hit.token_key);
+    let found = app
+        .oidc
+        .header_auth_keyed(key, authz, app.extras.basic_header)
+        .await;
+    let header = HeaderAuth {
+        value: authz,
+        key,
+        remembered,
+    };
+    header_session(ctx, app, header, found, from_cookie, now)
 }
 
 /// The `Authorization` value, if it is of a kind the app accepts (Bearer, Basic).
@@ -262,41 +270,47 @@ fn accepted_authorization<'h>(app: &Application, headers: &'h HeaderMap) -> Opti
     (bearer && app.extras.bearer_header || !bearer && app.extras.basic_header).then_some(authz)
 }
 
-/// The session an `Authorization` value authenticates: `Ok(None)` if it authenticates
-/// nobody (or an ended provider session), `Err` if the provider could not be asked.
-async fn header_session(
+/// An `Authorization` value being checked: the value, its cache key, and what the header
+/// memo remembers of it.
+struct HeaderAuth<'a> {
+    value: &'a str,
+    key: [u8; 32],
+    remembered: Option<Arc<Opened>>,
+}
+
+/// The session the provider's answer on an `Authorization` value makes: the remembered one
+/// when the answer is the same cached one it was built from, a new one (remembered) for a
+/// new answer; `from_cookie` when the header authenticates nobody (or an ended provider
+/// session), and unverifiable instead of "no session" when the provider could not be asked.
+fn header_session(
     ctx: &Ctx<'_>,
     app: &Arc<Application>,
-    authz: &str,
+    header: HeaderAuth<'_>,
+    found: Result<Option<Arc<HeaderIdentity>>, Arc<OidcError>>,
+    from_cookie: SessionCheck,
     now: i64,
-) -> Result<Option<SessionCheck>, ()> {
-    // A remembered header already knows its cache key: no hashing of the token per request.
-    let remembered = ctx.rt.header_memo.get(app, authz);
-    let key = remembered
-        .as_ref()
-        .map_or_else(|| token_key(authz), |hit| hit.token_key);
-    let h = match app
-        .oidc
-        .header_auth_keyed(key, authz, app.extras.basic_header)
-        .await
-    {
+) -> SessionCheck {
+    let h = match found {
         Ok(Some(h)) if !is_ended(ctx, &h.identity) => h,
-        Ok(_) => return Ok(None),
+        Ok(_) => return from_cookie,
         Err(e) => {
             tracing::warn!(error = %e, "header authentication failed");
-            return Err(());
+            return match from_cookie {
+                SessionCheck::None => SessionCheck::Unverifiable,
+                other => other,
+            };
         }
     };
     // The same header as before, answered by the same cached upstream check: reuse the
     // session, headers and cookie built then.
-    if let Some(hit) = remembered
+    if let Some(hit) = header.remembered
         && hit.source.as_ref().is_some_and(|s| Arc::ptr_eq(s, &h))
     {
-        return Ok(Some(SessionCheck::Valid {
+        return SessionCheck::Valid {
             session: Arc::clone(&hit.session),
             renewed: true,
             prepared: Some(Arc::clone(&hit.prepared)),
-        }));
+        };
     }
     let session = Arc::new(Session {
         version: 1,
@@ -311,17 +325,17 @@ async fn header_session(
     let prepared = Arc::new(prepare(ctx.rt, app, &session, Some(now)));
     ctx.rt.header_memo.put(
         app,
-        authz,
+        header.value,
         Some(h),
         Arc::clone(&session),
-        key,
+        header.key,
         Arc::clone(&prepared),
     );
-    Ok(Some(SessionCheck::Valid {
+    SessionCheck::Valid {
         session,
         renewed: true,
         prepared: Some(prepared),
-    }))
+    }
 }
 
 /// Whether the provider ended the session this identity belongs to.

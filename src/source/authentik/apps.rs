@@ -185,6 +185,7 @@ fn client_settings(env: &AuthentikEnv, p: &ProxyProvider, disc: &Discovery) -> C
         max_concurrent_checks: 32,
         extra_issuers,
         outage_grace: env.outage_grace,
+        new_token_checks_per_second: env.new_token_checks_per_second,
     }
 }
 

@@ -11,7 +11,8 @@ use url::Url;
 
 use crate::source::values::resolve_indirection;
 use crate::source::values::{
-    ConfigError, DEFAULT_TRUSTED_PROXIES, parse_cidr, parse_duration, parse_outage_grace,
+    ConfigError, DEFAULT_NEW_TOKEN_CHECKS_PER_SECOND, DEFAULT_TRUSTED_PROXIES, parse_cidr,
+    parse_duration, parse_outage_grace,
 };
 use crate::state::application::AppSet;
 use crate::state::memo::SessionMemo;
@@ -40,6 +41,9 @@ pub struct AuthentikEnv {
     pub outage_grace: Duration,
     /// `AK_OUTPOST_TOKEN_CACHE_TTL`: how long a token check is cached (1 s – 1 h; 60 s).
     pub token_cache_ttl: Duration,
+    /// `AK_OUTPOST_NEW_TOKEN_CHECKS_PER_SECOND`: checks per second of tokens authentik never
+    /// confirmed (0: no limit).
+    pub new_token_checks_per_second: u32,
 }
 
 impl std::fmt::Debug for AuthentikEnv {
@@ -112,6 +116,17 @@ impl AuthentikEnv {
             &mut p,
         );
         let token_cache_ttl = parse_token_cache_ttl(raw.token_cache_ttl.as_deref(), &mut p);
+        let new_token_checks_per_second = match raw.new_token_checks.as_deref().map(str::parse) {
+            None => DEFAULT_NEW_TOKEN_CHECKS_PER_SECOND,
+            Some(Ok(n)) => n,
+            Some(Err(_)) => {
+                p.push(
+                    "AK_OUTPOST_NEW_TOKEN_CHECKS_PER_SECOND: use a whole number (0: no limit)"
+                        .into(),
+                );
+                DEFAULT_NEW_TOKEN_CHECKS_PER_SECOND
+            }
+        };
         match host {
             Some(host) if p.is_empty() => Ok(AuthentikEnv {
                 host,
@@ -128,6 +143,7 @@ impl AuthentikEnv {
                 allow_cors_preflight,
                 outage_grace,
                 token_cache_ttl,
+                new_token_checks_per_second,
             }),
             _ => Err(ConfigError { problems: p }),
         }
@@ -168,6 +184,7 @@ struct RawEnv {
     reload_jitter: Option<String>,
     outage_grace: Option<String>,
     token_cache_ttl: Option<String>,
+    new_token_checks: Option<String>,
     log_requests: Option<String>,
     allow_cors_preflight: Option<String>,
     log_level: Option<String>,
@@ -197,6 +214,7 @@ impl RawEnv {
         let reload_jitter = var("AK_OUTPOST_RELOAD_JITTER");
         let outage_grace = var("AK_OUTPOST_OUTAGE_GRACE");
         let token_cache_ttl = var("AK_OUTPOST_TOKEN_CACHE_TTL");
+        let new_token_checks = var("AK_OUTPOST_NEW_TOKEN_CHECKS_PER_SECOND");
         let log_requests = var("AK_OUTPOST_LOG_REQUESTS");
         let allow_cors_preflight = var("AK_OUTPOST_ALLOW_CORS_PREFLIGHT");
         let log_level = var("AUTHENTIK_LOG_LEVEL");
@@ -212,6 +230,7 @@ impl RawEnv {
             reload_jitter,
             outage_grace,
             token_cache_ttl,
+            new_token_checks,
             log_requests,
             allow_cors_preflight,
             log_level,

@@ -1,0 +1,236 @@
+//! Abuse bounds: floods of made-up credentials cannot overload the identity provider and do
+//! not starve valid users; oversized requests are refused, not crashed on; one address that
+//! is not a trusted proxy cannot hold every connection.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn random_text(n: usize) -> String {
+    use rand::Rng;
+    let mut r = rand::thread_rng();
+    (0..n)
+        .map(|_| {
+            let c = r.gen_range(0..64u8);
+            (match c {
+                0..=25 => b'a' + c,
+                26..=51 => b'A' + c - 26,
+                52..=61 => b'0' + c - 52,
+                62 => b'-',
+                _ => b'_',
+            }) as char
+        })
+        .collect()
+}
+
+async fn check(c: &reqwest::Client, s: &Stack, header: (&str, String)) -> u16 {
+    c.get(format!(
+        "http://{}/outpost.goauthentik.io/auth/nginx",
+        s.outpost.addr
+    ))
+    .header("Host", APP_HOST)
+    .header("X-Original-URL", s.app_url("/x"))
+    .header(header.0, header.1)
+    .send()
+    .await
+    .map(|r| r.status().as_u16())
+    .unwrap_or(0)
+}
+
+/// Runs `flood` from 32 tasks for `secs` seconds while a valid user checks every 25 ms;
+/// returns (flood requests, flood requests answered 200, valid checks, valid failures).
+async fn flood_with_valid_traffic(
+    s: &Arc<Stack>,
+    secs: u64,
+    flood: fn() -> (&'static str, String),
+) -> (u64, u64, u64, u64) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    let sent = Arc::new(AtomicU64::new(0));
+    let passed = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (s, sent, passed) = (Arc::clone(s), Arc::clone(&sent), Arc::clone(&passed));
+        tasks.push(tokio::spawn(async move {
+            let c = reqwest::Client::new();
+            while Instant::now() < until {
+                if check(&c, &s, flood()).await == 200 {
+                    passed.fetch_add(1, Ordering::Relaxed);
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let c = reqwest::Client::new();
+    let cookie = s.browser.cookies_for(&s.app_url("/x"));
+    let (mut valid, mut failed) = (0, 0);
+    while Instant::now() < until {
+        valid += 1;
+        if check(&c, s, ("Cookie", cookie.clone())).await != 200 {
+            failed += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    for t in tasks {
+        t.await.expect("flood task");
+    }
+    (
+        sent.load(Ordering::Relaxed),
+        passed.load(Ordering::Relaxed),
+        valid,
+        failed,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_random_bearer_tokens_is_bounded_and_valid_users_are_served() {
+    let s = Arc::new(
+        Stack::start(StackOptions {
+            new_token_checks_per_second: Some(20),
+            ..Default::default()
+        })
+        .await,
+    );
+    assert_eq!(s.login("/", &alice()).await.status, 200);
+    s.idp.reset_stats().await;
+    let t = Instant::now();
+    let (sent, passed, valid, failed) = flood_with_valid_traffic(&s, 4, || {
+        ("Authorization", format!("Bearer {}", random_text(43)))
+    })
+    .await;
+    let secs = t.elapsed().as_secs_f64();
+    let calls = s.idp.stats().await["introspection_requests"]
+        .as_u64()
+        .unwrap_or(u64::MAX);
+    assert!(sent > 200, "the flood sent only {sent} requests");
+    assert_eq!(passed, 0, "a random token was accepted");
+    assert!(valid > 20, "only {valid} valid checks");
+    assert_eq!(
+        failed, 0,
+        "{failed} of {valid} valid checks failed during the flood"
+    );
+    let bound = (20.0 * secs + 20.0 + 5.0) as u64;
+    assert!(
+        calls <= bound,
+        "{calls} introspection calls in {secs:.1} s from {sent} random tokens (budget 20/s, bound {bound})"
+    );
+    assert!(calls >= 20, "the budget was not used ({calls} calls)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_session_cookies_never_reach_the_provider() {
+    let s = Arc::new(Stack::start(StackOptions::default()).await);
+    assert_eq!(s.login("/", &alice()).await.status, 200);
+    s.idp.reset_stats().await;
+    let (sent, passed, valid, failed) = flood_with_valid_traffic(&s, 3, || {
+        let name = ak_outpost::core::app::cookie_name(CLIENT_ID);
+        ("Cookie", format!("{name}={}", random_text(1200)))
+    })
+    .await;
+    let calls = s.idp.stats().await["introspection_requests"]
+        .as_u64()
+        .unwrap_or(u64::MAX);
+    assert!(sent > 100, "the flood sent only {sent} requests");
+    assert_eq!(passed, 0);
+    assert_eq!(
+        failed, 0,
+        "{failed} of {valid} valid checks failed during the flood"
+    );
+    assert_eq!(calls, 0, "unreadable cookies must not cost a provider call");
+}
+
+async fn raw(addr: SocketAddr, head: &[u8]) -> String {
+    let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let _ = c.write_all(head).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_heads_are_refused_and_the_server_goes_on() {
+    let s = Stack::start(StackOptions::default()).await;
+    let big = format!(
+        "GET /outpost.goauthentik.io/auth/nginx HTTP/1.1\r\nHost: {APP_HOST}\r\nX-Original-URL: {}\r\nCookie: a={}\r\n\r\n",
+        s.app_url("/x"),
+        "x".repeat(200 * 1024)
+    );
+    let answer = raw(s.outpost.addr, big.as_bytes()).await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "oversized head: {}",
+        answer.lines().next().unwrap_or_default()
+    );
+    let many = format!(
+        "GET /outpost.goauthentik.io/auth/nginx HTTP/1.1\r\nHost: {APP_HOST}\r\n{}\r\n",
+        (0..500)
+            .map(|i| format!("X-H{i}: v\r\n"))
+            .collect::<String>()
+    );
+    let answer = raw(s.outpost.addr, many.as_bytes()).await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "too many headers: {}",
+        answer.lines().next().unwrap_or_default()
+    );
+    // Still serving.
+    let ok = format!(
+        "GET /outpost.goauthentik.io/ping HTTP/1.1\r\nHost: {APP_HOST}\r\nConnection: close\r\n\r\n"
+    );
+    assert!(
+        raw(s.outpost.addr, ok.as_bytes())
+            .await
+            .starts_with("HTTP/1.1 204")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_untrusted_address_cannot_hold_every_connection() {
+    let idp = Idp::start(&IdpOptions::new(vec!["http://app.example.test/cb".into()]));
+    let listener = InProcess::bind();
+    let addr = listener.local_addr().unwrap();
+    // Loopback is not a trusted proxy here: this test's client is an ordinary peer.
+    let yaml = format!(
+        "{}trusted_proxies: [\"10.0.0.0/8\"]\n",
+        outpost_yaml(
+            addr,
+            &idp.issuer,
+            SECRET,
+            60,
+            &[AppCfg::single("app", "http://app.example.test".into())],
+        )
+    );
+    let o = InProcess::serve(listener, &yaml).await;
+    let mut held = Vec::new();
+    for _ in 0..ak_outpost::http::limits::MAX_CONNECTIONS_PER_PEER {
+        held.push(
+            tokio::net::TcpStream::connect(o.addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    // One more from the same address is closed at once, without an answer.
+    let answer = raw(
+        o.addr,
+        b"GET /outpost.goauthentik.io/ping HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert!(answer.is_empty(), "over the cap: {answer}");
+    // Places come back when connections close.
+    held.truncate(10);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let answer = raw(
+        o.addr,
+        b"GET /outpost.goauthentik.io/ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 204"),
+        "after closing: {answer}"
+    );
+}
