@@ -268,3 +268,86 @@ async fn a_dead_provider_is_not_hammered() {
     );
     s.idp.set_fault("mode=none").await;
 }
+
+/// authentik mode: the real binary against the fake authentik, which goes down (every API,
+/// websocket and OAuth2 endpoint answers 503) and comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentik_outage_keeps_confirmed_sessions_and_recovers() {
+    use common::fake_authentik::{FakeAuthentik, FakeUser, ProviderSpec};
+    use common::nginx::{Example, Nginx, NginxVars};
+
+    let o = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let echo = echo::EchoApp::start().await;
+    let nginx = Nginx::start(
+        Example::Plain,
+        &NginxVars {
+            outpost: o,
+            app_upstream: echo.addr,
+            app_host: APP_HOST.into(),
+            auth_host: AUTH_HOST.into(),
+            outposts: vec![],
+        },
+    );
+    let app = ProviderSpec::forward_single(1, "grafana", &nginx.base_url(APP_HOST));
+    let fa = FakeAuthentik::start(vec![app], vec![FakeUser::new("alice", "alice-password")]).await;
+    let env = vec![
+        ("AUTHENTIK_HOST", fa.url.clone()),
+        ("AUTHENTIK_TOKEN", fa.token.clone()),
+        ("AK_OUTPOST_TOKEN_CACHE_TTL", "1s".into()),
+        ("AK_OUTPOST_OUTAGE_GRACE", "5m".into()),
+    ];
+    let mut outpost = Binary::spawn_env(o, &env);
+    outpost.wait_ping().await;
+    let c = reqwest::Client::new();
+    let ready = || async {
+        let r = c
+            .get(format!("http://{o}/outpost.goauthentik.io/ready"))
+            .send()
+            .await
+            .expect("ready");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ready().await.0 != 200 {
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let b = Browser::new(&[(APP_HOST, nginx.port)]);
+    let url = format!("{}/x", nginx.base_url(APP_HOST));
+    assert_eq!(b.login(&url, "alice", "alice-password").await.status, 200);
+
+    fa.set_down(true);
+    past_ttl().await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        assert_eq!(b.get(&url).await.status, 200, "a confirmed session failed");
+        let (status, text) = ready().await;
+        assert_eq!(status, 200, "{text}");
+        if text.contains("degraded") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never reported degraded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let fresh = Browser::new(&[(APP_HOST, nginx.port)]);
+    let pages = fresh.follow(&url).await;
+    let last = pages.last().expect("a page");
+    assert_eq!(last.status, 503, "{}", last.url);
+    assert!(last.body.contains("Login temporarily unavailable"));
+
+    fa.set_down(false);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        assert_eq!(
+            b.get(&url).await.status,
+            200,
+            "session failed during recovery"
+        );
+        if ready().await == (200, "ready\n".to_string()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let _ = outpost.stop();
+}
