@@ -19,6 +19,11 @@ set -euo pipefail
 BIN="$1" YAML="$2" PORT="$3" CSV="$4" HOST="$5" ORIGINAL="$6" COOKIE="$7" ACCESS="$8"
 FLOOR_BIN="${9:-}" FLOOR_HEADERS="${10:-}" FLOOR_PORT="${11:-}"
 WRK_CPU="${WRK_CPU:-0}" SERVER_CPU="${SERVER_CPU:-1}"
+# Connections of the counted load. With 1, every request is a full event-loop turn whatever
+# else the machine does (more connections batch several requests per turn, so the count per
+# request then drops a little when the machine is idle): use 1 to compare builds on a busy
+# machine.
+CONNS="${CALLGRIND_CONNECTIONS:-4}"
 DIR="$(mktemp -d /tmp/ak-callgrind.XXXXXX)"
 URL="http://127.0.0.1:$PORT/outpost.goauthentik.io/auth/nginx"
 
@@ -48,10 +53,10 @@ H=(-H "Host: $HOST" -H "X-Original-URL: $ORIGINAL" -H "User-Agent: wrk" -H "Acce
 dumps=0
 measure() { # target [wrk -H args...]
   local target="$1"; shift
-  taskset -c "$WRK_CPU" wrk -t1 -c4 -d2s "${H[@]}" "$@" "$URL" >/dev/null
+  taskset -c "$WRK_CPU" wrk -t1 -c"$CONNS" -d2s "${H[@]}" "$@" "$URL" >/dev/null
   callgrind_control -z "$VG" >/dev/null
   local n
-  n="$(taskset -c "$WRK_CPU" wrk -t1 -c4 -d4s "${H[@]}" "$@" "$URL" | awk '/requests in/{print $1}')"
+  n="$(taskset -c "$WRK_CPU" wrk -t1 -c"$CONNS" -d4s "${H[@]}" "$@" "$URL" | awk '/requests in/{print $1}')"
   callgrind_control -d "$VG" >/dev/null
   dumps=$((dumps + 1))
   local f="$DIR/$OUT_NAME.$dumps" total=""
