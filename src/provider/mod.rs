@@ -237,6 +237,8 @@ impl OidcClient {
         let result = call.await;
         match &result {
             Err(e) if e.is_outage() => self.breaker.failure(e, self.settings.outage_grace),
+            // Nothing was asked (no discovery yet): says nothing about the provider.
+            Err(OidcError::NotReady(_)) => {}
             _ => self.breaker.success(),
         }
         result
