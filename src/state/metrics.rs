@@ -158,28 +158,7 @@ pub struct Health {
 pub fn render(outpost_name: &str, health: &Health) -> String {
     let name = escape_label(outpost_name);
     let mut out = String::with_capacity(4096);
-    out.push_str(
-        "# HELP authentik_outpost_proxy_request_duration_seconds Proxy request duration\n",
-    );
-    out.push_str("# TYPE authentik_outpost_proxy_request_duration_seconds histogram\n");
-    let hosts: Vec<&'static HostMetrics> = HOSTS.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let groups = hosts
-        .iter()
-        .map(|h| ("app", *h))
-        .chain([("app", &NO_APP), ("ping", &PING)]);
-    for (ty, group) in groups {
-        let host = escape_label(&group.host);
-        for (method, h) in METHODS.iter().zip(&group.by_method) {
-            let count = h.count.load(Ordering::Relaxed);
-            if count == 0 {
-                continue; // a series appears with its first request
-            }
-            let labels = format!(
-                "outpost_name=\"{name}\",method=\"{method}\",host=\"{host}\",type=\"{ty}\""
-            );
-            render_histogram(&mut out, &labels, h, count);
-        }
-    }
+    render_durations(&mut out, &name);
     out.push_str("# HELP ak_outpost_responses_total Responses by status class\n");
     out.push_str("# TYPE ak_outpost_responses_total counter\n");
     for (class, c) in [
@@ -241,6 +220,32 @@ pub fn render(outpost_name: &str, health: &Health) -> String {
         health.cached_checks
     ));
     out
+}
+
+/// The request duration histograms of every host and method that saw a request.
+fn render_durations(out: &mut String, name: &str) {
+    out.push_str(
+        "# HELP authentik_outpost_proxy_request_duration_seconds Proxy request duration\n",
+    );
+    out.push_str("# TYPE authentik_outpost_proxy_request_duration_seconds histogram\n");
+    let hosts: Vec<&'static HostMetrics> = HOSTS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let groups = hosts
+        .iter()
+        .map(|h| ("app", *h))
+        .chain([("app", &NO_APP), ("ping", &PING)]);
+    for (ty, group) in groups {
+        let host = escape_label(&group.host);
+        for (method, h) in METHODS.iter().zip(&group.by_method) {
+            let count = h.count.load(Ordering::Relaxed);
+            if count == 0 {
+                continue; // a series appears with its first request
+            }
+            let labels = format!(
+                "outpost_name=\"{name}\",method=\"{method}\",host=\"{host}\",type=\"{ty}\""
+            );
+            render_histogram(out, &labels, h, count);
+        }
+    }
 }
 
 fn render_histogram(out: &mut String, labels: &str, h: &Histogram, count: u64) {
