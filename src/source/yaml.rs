@@ -195,30 +195,7 @@ impl Config {
             None | Some("") => None,
             Some(a) => parse_addr(a, "listen.https", &mut p),
         };
-        let tls_pem = match (&raw.tls.cert_file, &raw.tls.key_file) {
-            (None, None) => None,
-            (Some(c), Some(k)) => match (std::fs::read_to_string(c), std::fs::read_to_string(k)) {
-                (Ok(cert), Ok(key)) => match crate::state::certs::from_pem(&cert, &key) {
-                    Ok(_) => Some((cert, key)),
-                    Err(e) => {
-                        p.push(format!("tls: {e}"));
-                        None
-                    }
-                },
-                (Err(e), _) => {
-                    p.push(format!("tls.cert_file: cannot read {c}: {e}"));
-                    None
-                }
-                (_, Err(e)) => {
-                    p.push(format!("tls.key_file: cannot read {k}: {e}"));
-                    None
-                }
-            },
-            _ => {
-                p.push("tls: cert_file and key_file go together".into());
-                None
-            }
-        };
+        let tls_pem = read_tls(&raw.tls, &mut p);
         if tls_pem.is_some() && listen_https.is_none() {
             p.push("tls: a certificate is configured but listen.https is not set".into());
         }
@@ -228,57 +205,13 @@ impl Config {
             Some(a) => parse_addr(a, "listen.metrics", &mut p),
         };
 
-        let secret = match raw.secret.as_deref().map(resolve_indirection) {
-            None => {
-                p.push(format!(
-                    "secret: missing (set at least {MIN_SECRET_LEN} random characters, e.g. `openssl rand -base64 48`)"
-                ));
-                Vec::new()
-            }
-            Some(Err(e)) => {
-                p.push(format!("secret: {e}"));
-                Vec::new()
-            }
-            Some(Ok(s)) if s.trim().len() < MIN_SECRET_LEN => {
-                p.push(format!(
-                    "secret: too short ({} characters; at least {MIN_SECRET_LEN} required)",
-                    s.trim().len()
-                ));
-                Vec::new()
-            }
-            Some(Ok(s)) => s.trim().as_bytes().to_vec(),
-        };
+        let secret = read_secret(raw.secret.as_deref(), &mut p);
 
         let provider = validate_provider(raw.provider.unwrap_or_default(), &mut p);
 
-        let session_lifetime = match raw.session.lifetime.as_ref().map(RawDuration::parse) {
-            None => Duration::from_secs(86400),
-            Some(Ok(d)) if d.as_secs() >= 60 => d,
-            Some(Ok(_)) => {
-                p.push("session.lifetime: must be at least 60 seconds".into());
-                Duration::from_secs(86400)
-            }
-            Some(Err(e)) => {
-                p.push(format!("session.lifetime: {e}"));
-                Duration::from_secs(86400)
-            }
-        };
+        let session_lifetime = session_lifetime(raw.session.lifetime.as_ref(), &mut p);
 
-        let trusted_src: Vec<String> = raw.trusted_proxies.unwrap_or_else(|| {
-            DEFAULT_TRUSTED_PROXIES
-                .iter()
-                .map(|s| s.to_string())
-                .collect()
-        });
-        let mut trusted_proxies = Vec::new();
-        for (i, cidr) in trusted_src.iter().enumerate() {
-            match parse_cidr(cidr) {
-                Some(net) => trusted_proxies.push(net),
-                None => p.push(format!(
-                    "trusted_proxies[{i}]: '{cidr}' is not an IP address or CIDR range"
-                )),
-            }
-        }
+        let trusted_proxies = trusted_proxies(raw.trusted_proxies, &mut p);
 
         let level = raw.log.level.unwrap_or_else(|| "info".into());
         if !["trace", "debug", "info", "warn", "warning", "error"].contains(&level.as_str()) {
@@ -293,30 +226,7 @@ impl Config {
             ));
         }
 
-        if raw.applications.is_empty() {
-            p.push("applications: at least one application is required".into());
-        }
-        let mut apps: Vec<AppSpec> = Vec::new();
-        for (i, app) in raw.applications.into_iter().enumerate() {
-            if let Some(spec) = validate_app(i, app, &mut p) {
-                if let Some(other) = apps.iter().find(|a| a.host_key() == spec.host_key()) {
-                    p.push(format!(
-                        "applications[{i}] ({}): external_host {} is already used by {}",
-                        spec.name,
-                        spec.host_key(),
-                        other.name
-                    ));
-                } else if let Some(other) = apps.iter().find(|a| a.name == spec.name) {
-                    p.push(format!(
-                        "applications[{i}]: name '{}' is already used by another application ({})",
-                        spec.name,
-                        other.host_key()
-                    ));
-                } else {
-                    apps.push(spec);
-                }
-            }
-        }
+        let apps = validate_apps(raw.applications, &mut p);
 
         match (listen_http, provider, p.is_empty()) {
             (Some(listen_http), Some(provider), true) => Ok(Config {
@@ -343,6 +253,123 @@ impl Config {
             _ => Err(ConfigError { problems: p }),
         }
     }
+}
+
+/// `tls.cert_file` / `tls.key_file`: both or neither, readable and a valid pair.
+fn read_tls(raw: &RawTls, p: &mut Vec<String>) -> Option<(String, String)> {
+    match (&raw.cert_file, &raw.key_file) {
+        (None, None) => None,
+        (Some(c), Some(k)) => match (std::fs::read_to_string(c), std::fs::read_to_string(k)) {
+            (Ok(cert), Ok(key)) => match crate::state::certs::from_pem(&cert, &key) {
+                Ok(_) => Some((cert, key)),
+                Err(e) => {
+                    p.push(format!("tls: {e}"));
+                    None
+                }
+            },
+            (Err(e), _) => {
+                p.push(format!("tls.cert_file: cannot read {c}: {e}"));
+                None
+            }
+            (_, Err(e)) => {
+                p.push(format!("tls.key_file: cannot read {k}: {e}"));
+                None
+            }
+        },
+        _ => {
+            p.push("tls: cert_file and key_file go together".into());
+            None
+        }
+    }
+}
+
+/// `secret`: at least [`MIN_SECRET_LEN`] characters after indirection.
+fn read_secret(raw: Option<&str>, p: &mut Vec<String>) -> Vec<u8> {
+    match raw.map(resolve_indirection) {
+        None => {
+            p.push(format!(
+            "secret: missing (set at least {MIN_SECRET_LEN} random characters, e.g. `openssl rand -base64 48`)"
+        ));
+            Vec::new()
+        }
+        Some(Err(e)) => {
+            p.push(format!("secret: {e}"));
+            Vec::new()
+        }
+        Some(Ok(s)) if s.trim().len() < MIN_SECRET_LEN => {
+            p.push(format!(
+                "secret: too short ({} characters; at least {MIN_SECRET_LEN} required)",
+                s.trim().len()
+            ));
+            Vec::new()
+        }
+        Some(Ok(s)) => s.trim().as_bytes().to_vec(),
+    }
+}
+
+/// `session.lifetime`: at least a minute, a day by default.
+fn session_lifetime(raw: Option<&RawDuration>, p: &mut Vec<String>) -> Duration {
+    match raw.map(RawDuration::parse) {
+        None => Duration::from_secs(86400),
+        Some(Ok(d)) if d.as_secs() >= 60 => d,
+        Some(Ok(_)) => {
+            p.push("session.lifetime: must be at least 60 seconds".into());
+            Duration::from_secs(86400)
+        }
+        Some(Err(e)) => {
+            p.push(format!("session.lifetime: {e}"));
+            Duration::from_secs(86400)
+        }
+    }
+}
+
+/// `trusted_proxies`: addresses or CIDR ranges, loopback and private ranges by default.
+fn trusted_proxies(raw: Option<Vec<String>>, p: &mut Vec<String>) -> Vec<IpNet> {
+    let trusted_src: Vec<String> = raw.unwrap_or_else(|| {
+        DEFAULT_TRUSTED_PROXIES
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    });
+    let mut trusted_proxies = Vec::new();
+    for (i, cidr) in trusted_src.iter().enumerate() {
+        match parse_cidr(cidr) {
+            Some(net) => trusted_proxies.push(net),
+            None => p.push(format!(
+                "trusted_proxies[{i}]: '{cidr}' is not an IP address or CIDR range"
+            )),
+        }
+    }
+    trusted_proxies
+}
+
+/// `applications`: at least one, each valid, no external host or name used twice.
+fn validate_apps(raw: Vec<RawApp>, p: &mut Vec<String>) -> Vec<AppSpec> {
+    if raw.is_empty() {
+        p.push("applications: at least one application is required".into());
+    }
+    let mut apps: Vec<AppSpec> = Vec::new();
+    for (i, app) in raw.into_iter().enumerate() {
+        if let Some(spec) = validate_app(i, app, p) {
+            if let Some(other) = apps.iter().find(|a| a.host_key() == spec.host_key()) {
+                p.push(format!(
+                    "applications[{i}] ({}): external_host {} is already used by {}",
+                    spec.name,
+                    spec.host_key(),
+                    other.name
+                ));
+            } else if let Some(other) = apps.iter().find(|a| a.name == spec.name) {
+                p.push(format!(
+                    "applications[{i}]: name '{}' is already used by another application ({})",
+                    spec.name,
+                    other.host_key()
+                ));
+            } else {
+                apps.push(spec);
+            }
+        }
+    }
+    apps
 }
 
 fn parse_addr(text: &str, field: &str, p: &mut Vec<String>) -> Option<SocketAddr> {
