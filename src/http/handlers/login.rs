@@ -1,8 +1,9 @@
 //! The login round trip: `/start` (or an unauthenticated browser) goes to the provider with a
 //! sealed state bound to this browser; `/callback` checks that state, exchanges the code,
-//! verifies the ID token and stores the session cookie. Failures restart the login a bounded
-//! number of times, then end on a page, never in a loop. The state format and its checks are
-//! `core::login`'s, the token calls the provider's.
+//! verifies the ID token and stores the session cookie, then returns to the state's target,
+//! validated again. Failures restart the login a bounded number of times, then end on a page,
+//! never in a loop. The state format and its checks are `core::login`'s, the token calls the
+//! provider's.
 
 use http::header::HeaderMap;
 use http::{Response, StatusCode};
@@ -245,6 +246,13 @@ fn open_state(
     }
 }
 
+/// Where a finished login returns: the state's target, validated again against the
+/// application as it is configured now (a sealed state proves who made it, not that the
+/// target was checked, e.g. by another version or after a reload), else its home.
+fn return_target(app: &Application, st: &LoginState) -> RedirectTarget {
+    RedirectTarget::parse_or_home(Some(&st.redirect), &app.spec)
+}
+
 /// Uses the state up; a replayed callback is harmless if this browser is already logged in.
 fn claim_state(
     ctx: &Ctx<'_>,
@@ -259,7 +267,7 @@ fn claim_state(
     let cookies = read_session_cookies(headers, &app.cookie_name);
     if let CookieState::Present(_) = open_session(app, &cookies, now) {
         return Err(Failure::Answer(
-            Box::new(respond::redirect(&st.redirect)),
+            Box::new(respond::redirect(return_target(app, st).as_str())),
             Some("replay"),
         ));
     }
@@ -380,7 +388,7 @@ fn store_session(
     );
     session.shrink_to_fit();
     let cookies = read_session_cookies(headers, &app.cookie_name);
-    let mut r = respond::redirect(&st.redirect);
+    let mut r = respond::redirect(return_target(app, st).as_str());
     respond::add_cookies(
         &mut r,
         session_set_cookies(app, &session, now, cookies.chunks_sent),
