@@ -1,9 +1,9 @@
 //! The login round trip: `/start` (or an unauthenticated browser) goes to the provider with a
-//! sealed state bound to this browser; `/callback` checks that state, exchanges the code,
-//! verifies the ID token and stores the session cookie, then returns to the state's target,
-//! validated again. Failures restart the login a bounded number of times, then end on a page,
-//! never in a loop. The state format and its checks are `core::login`'s, the token calls the
-//! provider's.
+//! sealed state bound to this browser (`/start` also expires a session cookie the browser
+//! brought); `/callback` checks that state, exchanges the code, verifies the ID token and
+//! stores the session cookie, then returns to the state's target, validated again. Failures
+//! restart the login a bounded number of times, then end on a page, never in a loop. The state
+//! format and its checks are `core::login`'s, the token calls the provider's.
 
 use http::header::HeaderMap;
 use http::{Response, StatusCode};
@@ -18,8 +18,8 @@ use crate::core::login::{
 use crate::core::paths::START_PATH;
 use crate::core::redirect::{RedirectTarget, rd_from_query};
 use crate::core::session::{
-    CookieState, Session, cookie_header, open_session, read_cookie, read_session_cookies,
-    session_set_cookies,
+    CookieState, Session, clear_session_cookies, cookie_header, open_session, read_cookie,
+    read_session_cookies, session_set_cookies,
 };
 use crate::core::token::{TokenSet, pkce_pair, random_token, unix_now};
 use crate::http::respond::{self, Body};
@@ -35,12 +35,15 @@ pub(super) fn start(app: &Application, headers: &HeaderMap, query: &str) -> Resp
         .unwrap_or(0)
         .min(MAX_ATTEMPTS);
     let target = RedirectTarget::parse_or_home(rd.as_deref(), &app.spec);
-    with_log(
-        start_login(app, headers, target, attempt),
-        &app.spec.name,
-        "start",
-        "",
-    )
+    let mut r = start_login(app, headers, target, attempt);
+    // A sign-in starts logged out: a session cookie the browser brought (perhaps planted by
+    // another host, session fixation) is expired with the redirect to the provider, so an
+    // abandoned sign-in leaves no session. (Not when the provider is unavailable.)
+    let sent = read_session_cookies(headers, &app.cookie_name).chunks_sent;
+    if sent > 0 && r.status() == StatusCode::FOUND {
+        respond::add_cookies(&mut r, clear_session_cookies(app, sent));
+    }
+    with_log(r, &app.spec.name, "start", "")
 }
 
 fn state_aad(app: &Application) -> Vec<u8> {
