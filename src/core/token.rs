@@ -26,6 +26,11 @@ impl TokenSet {
     }
 }
 
+/// The longest `Authorization` value taken as a credential (a session is at most
+/// `MAX_CHUNKS` cookies of `CHUNK_LEN`, about 30 KB, of which tokens are a part). A longer
+/// one is no token: it authenticates nobody, without a call to the provider.
+pub const MAX_CREDENTIAL_LEN: usize = 16 * 1024;
+
 /// SHA-256 of a token: cache keys never hold the token itself.
 pub fn token_key(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()

@@ -25,7 +25,7 @@ use crate::core::session::{
     CookieState, Session, SessionCookies, clear_session_cookies, open_session,
     read_session_cookies, session_set_cookies,
 };
-use crate::core::token::{token_key, unix_now};
+use crate::core::token::{MAX_CREDENTIAL_LEN, token_key, unix_now};
 use crate::http::respond::{self, Body};
 use crate::provider::{HeaderIdentity, OidcError, RefreshOutcome};
 use crate::state::application::Application;
@@ -263,9 +263,10 @@ async fn check_session(
     header_session(ctx, app, header, found, from_cookie, now)
 }
 
-/// The `Authorization` value, if it is of a kind the app accepts (Bearer, Basic).
+/// The `Authorization` value, if it is of a kind the app accepts (Bearer, Basic) and no longer
+/// than any real credential.
 fn accepted_authorization<'h>(app: &Application, headers: &'h HeaderMap) -> Option<&'h str> {
-    let authz = header_str(headers, AUTHORIZATION)?;
+    let authz = header_str(headers, AUTHORIZATION).filter(|a| a.len() <= MAX_CREDENTIAL_LEN)?;
     let bearer = authz.len() > 7 && authz[..7].eq_ignore_ascii_case("bearer ");
     (bearer && app.extras.bearer_header || !bearer && app.extras.basic_header).then_some(authz)
 }
