@@ -211,6 +211,20 @@ pub fn host_in_domain(host: &str, domain: &str) -> bool {
             && host[host.len() - domain.len()..].eq_ignore_ascii_case(domain))
 }
 
+/// Whether a path as sent (not yet decoded) has a `..` segment, literal, percent-encoded, or
+/// made by an encoded `/` or `\`. nginx and Caddy resolve such a path to route it but hand it
+/// to the application as sent, and an application that does not resolve `..` itself serves
+/// another page than the one the resolved path names: no skip rule may apply to it.
+pub fn has_dot_dot_segment(raw_path: &str) -> bool {
+    if !raw_path.contains("..") && !raw_path.contains('%') {
+        return false;
+    }
+    percent_encoding::percent_decode_str(raw_path)
+        .decode_utf8_lossy()
+        .split(['/', '\\'])
+        .any(|segment| segment == "..")
+}
+
 /// Percent-decodes a path, merges repeated slashes and resolves `.`/`..` segments, the way
 /// nginx does before routing. `None` for anything that does not decode to clean text.
 pub fn normalized_path(raw: &str) -> Option<String> {
@@ -337,6 +351,35 @@ pub(crate) mod tests {
         assert!(!host_in_domain("evilexample.com", "example.com"));
         assert!(!host_in_domain("example.com.evil", "example.com"));
         assert!(!host_in_domain("com", "example.com"));
+    }
+
+    #[test]
+    fn dot_dot_segments_in_raw_paths() {
+        for raw in [
+            "/private/../public/x",
+            "/..",
+            "/a/..",
+            "/private/%2e%2e/public/x",
+            "/private/.%2E/public/x",
+            "/private/..%2fpublic/x",
+            "/private%2F..%2Fpublic/x",
+            "/private%5c..%5cpublic/x",
+            "/private\\..\\public/x",
+        ] {
+            assert!(has_dot_dot_segment(raw), "{raw}");
+        }
+        for raw in [
+            "/public/x",
+            "/public/./x",
+            "/public/x..y/..z",
+            "/public/...",
+            "/public/%2e",
+            "/public/%252e%252e/x",
+            "/public/%ff",
+            "",
+        ] {
+            assert!(!has_dot_dot_segment(raw), "{raw}");
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::core::app::AppSpec;
+use crate::core::app::{AppSpec, has_dot_dot_segment};
 use crate::core::identity_headers::Prepared;
 use crate::core::request::{AuthRequest, ForwardError};
 use crate::core::session::Session;
@@ -52,8 +52,10 @@ pub fn decide(req: &AuthRequest<'_>, check: &SessionCheck, app: &AppSpec, now: i
         // Forwarding headers of an untrusted peer are ignored: no URL, so no skip paths.
         Err(ForwardError::Untrusted) => None,
     };
-    // Only apps with skip paths need the URL parsed.
+    // Only apps with skip paths need the URL parsed. A path sent with a `..` segment never
+    // matches one (the application may not resolve it as the proxy did).
     let skipped = (app.has_skip_paths()
+        && url.is_some_and(|u| !has_dot_dot_segment(u.raw_path()))
         && url.and_then(|u| u.url()).is_some_and(|u| app.is_skipped(u)))
         || (req.preflight && app.allow_cors_preflight);
     match check {

@@ -81,6 +81,12 @@ impl<'a> OriginalUrl<'a> {
         self.text.get(self.authority.clone()).unwrap_or_default()
     }
 
+    /// The path as sent (before any `?` or `#`), without parsing the URL.
+    pub fn raw_path(&self) -> &str {
+        let rest = self.text.get(self.authority.end..).unwrap_or_default();
+        rest.split(['?', '#']).next().unwrap_or_default()
+    }
+
     /// The query as sent (before any `#`), without parsing the URL.
     pub fn raw_query(&self) -> Option<&str> {
         let before_fragment = self.text.split('#').next().unwrap_or_default();
@@ -454,6 +460,7 @@ mod tests {
         assert_eq!(u.as_str(), "https://app.example.com/private?a=1");
         assert_eq!(u.authority(), "app.example.com");
         assert_eq!(u.raw_query(), Some("a=1"));
+        assert_eq!(u.raw_path(), "/private");
         let u = OriginalUrl::from_url(Url::parse("http://h:81/x#f?g").unwrap());
         assert_eq!((u.authority(), u.raw_query()), ("h:81", None));
     }
