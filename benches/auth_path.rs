@@ -99,7 +99,10 @@ fn oidc_client(rt: &tokio::runtime::Runtime) -> Arc<OidcClient> {
         outage_grace: Duration::from_secs(900),
         new_token_checks_per_second: 0,
     };
-    let client = Arc::new(OidcClient::new(settings, OidcClient::http_client(false)));
+    let client = Arc::new(OidcClient::new(
+        settings,
+        OidcClient::http_client(false).unwrap(),
+    ));
     let disc: Discovery = serde_json::from_value(serde_json::json!({
         "issuer": ISSUER,
         "authorization_endpoint": format!("{ISSUER}/auth"),

@@ -235,7 +235,13 @@ fn run(path: PathBuf) -> ExitCode {
                 }
             }
         };
-        let outpost = Arc::new(Outpost::new(Runtime::from_config(&cfg, None)));
+        let outpost = match Runtime::from_config(&cfg, None) {
+            Ok(rt) => Arc::new(Outpost::new(rt)),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                return ExitCode::FAILURE;
+            }
+        };
         tracing::info!(
             http = %cfg.listen_http,
             https = %cfg.listen_https.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
@@ -357,11 +363,15 @@ async fn signals(reload: &Reload, outpost: &Outpost) {
         }
         match reload {
             Reload::File(path) => match Config::load(path) {
-                Ok(cfg) => {
-                    let old = outpost.runtime();
-                    outpost.swap(Runtime::from_config(&cfg, Some(&old)));
-                    tracing::info!(applications = cfg.apps.len(), "configuration reloaded");
-                }
+                Ok(cfg) => match Runtime::from_config(&cfg, Some(&outpost.runtime())) {
+                    Ok(rt) => {
+                        outpost.swap(rt);
+                        tracing::info!(applications = cfg.apps.len(), "configuration reloaded");
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "new configuration not applied; the old one keeps serving")
+                    }
+                },
                 Err(e) => {
                     tracing::error!(error = %e, "new configuration rejected; the old one keeps serving")
                 }

@@ -177,16 +177,17 @@ impl OidcClient {
         }
     }
 
-    /// The HTTP client for provider calls: rustls, timeouts, no redirects.
-    pub fn http_client(insecure: bool) -> reqwest::Client {
-        reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(15))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("ak-outpost/", env!("CARGO_PKG_VERSION")))
-            .danger_accept_invalid_certs(insecure)
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new())
+    /// The HTTP client for provider calls: the shared trust store ([`client_tls`]), connect
+    /// and total timeouts, no redirects. `insecure` only for a provider that is authentik
+    /// under `AUTHENTIK_INSECURE=true`.
+    pub fn http_client(insecure: bool) -> Result<reqwest::Client, client_tls::TlsSetupError> {
+        client_tls::http_client(
+            insecure,
+            Duration::from_secs(15),
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("ak-outpost/", env!("CARGO_PKG_VERSION"))),
+        )
     }
 
     pub fn metadata(&self) -> Option<Arc<Metadata>> {

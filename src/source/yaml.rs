@@ -16,6 +16,7 @@ use std::sync::Arc;
 use crate::core::app::{AppExtras, AppSpec, Mode, Site, cookie_name};
 use crate::core::seal::Sealer;
 use crate::provider::ClientAuth;
+use crate::provider::client_tls::TlsSetupError;
 use crate::provider::{ClientSettings, OidcClient};
 use crate::source::values::{
     ConfigError, DEFAULT_NEW_TOKEN_CHECKS_PER_SECOND, DEFAULT_TRUSTED_PROXIES, parse_cidr,
@@ -566,7 +567,8 @@ fn validate_app(i: usize, raw: RawApp, p: &mut Vec<String>) -> Option<AppSpec> {
 impl Runtime {
     /// Builds applications from a standalone configuration, reusing `previous`'s OIDC client
     /// when the provider settings did not change (keeps caches and readiness across reloads).
-    pub fn from_config(cfg: &Config, previous: Option<&Runtime>) -> Runtime {
+    /// Fails only when no HTTP client can be made for a new provider (outbound TLS).
+    pub fn from_config(cfg: &Config, previous: Option<&Runtime>) -> Result<Runtime, TlsSetupError> {
         let p = &cfg.provider;
         let settings = ClientSettings {
             issuer: p.issuer.clone(),
@@ -584,11 +586,14 @@ impl Runtime {
             .and_then(|r| r.apps.iter().next())
             .map(|a| Arc::clone(&a.oidc))
             .filter(|o| same_client(&o.settings, &settings));
-        let oidc = reusable.unwrap_or_else(|| {
-            let c = Arc::new(OidcClient::new(settings, OidcClient::http_client(false)));
-            c.spawn_discovery();
-            c
-        });
+        let oidc = match reusable {
+            Some(c) => c,
+            None => {
+                let c = Arc::new(OidcClient::new(settings, OidcClient::http_client(false)?));
+                c.spawn_discovery();
+                c
+            }
+        };
         let sealer = Arc::new(Sealer::new(&cfg.secret, "session"));
         let cookie = cookie_name(&p.client_id);
         let apps = cfg
@@ -613,7 +618,7 @@ impl Runtime {
                 })
             })
             .collect();
-        Runtime {
+        Ok(Runtime {
             loaded: true,
             memo: SessionMemo::new(),
             header_memo: SessionMemo::new(),
@@ -625,7 +630,7 @@ impl Runtime {
                 send_jwt_header: p.send_jwt_header,
                 log_requests: cfg.log.requests,
             },
-        }
+        })
     }
 }
 

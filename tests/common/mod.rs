@@ -330,7 +330,9 @@ impl InProcess {
     pub async fn serve(listener: std::net::TcpListener, yaml: &str) -> InProcess {
         let cfg = Config::from_yaml(yaml).unwrap_or_else(|e| panic!("test config invalid: {e}"));
         let addr = listener.local_addr().expect("addr");
-        let outpost = Arc::new(Outpost::new(Runtime::from_config(&cfg, None)));
+        let outpost = Arc::new(Outpost::new(
+            Runtime::from_config(&cfg, None).expect("outbound TLS set up"),
+        ));
         let (stop, rx) = watch::channel(false);
         let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
         let o = Arc::clone(&outpost);

@@ -9,9 +9,12 @@ use serde_json::Value;
 use url::Url;
 
 use crate::provider::OidcError;
+use crate::provider::client_tls::{self, TlsSetupError};
 
 /// Providers requested per page, as authentik's outposts do.
 pub const PAGE_SIZE: usize = 100;
+/// Longest one API call may take, connection included (a page of 100 providers, a keypair).
+pub const API_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pages read at most in one refresh (100 × 100 providers); more is treated as an error.
 pub const MAX_PAGES: u64 = 100;
 
@@ -137,15 +140,15 @@ pub fn user_agent() -> String {
 }
 
 impl Api {
-    pub fn new(base: Url, token: String, insecure: bool) -> Api {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            .user_agent(user_agent())
-            .danger_accept_invalid_certs(insecure)
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Api { http, base, token }
+    /// A client on the shared trust store (certificates unchecked when `insecure`), with
+    /// connect and total timeouts; redirects are followed, as authentik's outpost does.
+    pub fn new(base: Url, token: String, insecure: bool) -> Result<Api, TlsSetupError> {
+        let http = client_tls::http_client(
+            insecure,
+            API_TIMEOUT,
+            reqwest::Client::builder().user_agent(user_agent()),
+        )?;
+        Ok(Api { http, base, token })
     }
 
     pub fn base(&self) -> &Url {

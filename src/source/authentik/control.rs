@@ -14,6 +14,7 @@ use super::env::AuthentikEnv;
 use super::keypairs::{KeypairCache, update_certificates};
 use super::ws;
 use crate::provider::OidcClient;
+use crate::provider::client_tls::TlsSetupError;
 use crate::state::certs::CertStore;
 use crate::state::outpost::Outpost;
 
@@ -43,6 +44,8 @@ pub fn instance_uuid() -> String {
 pub enum Fatal {
     /// The token sees no outpost (authentik's outpost exits in this case too).
     NoOutpost,
+    /// Outbound TLS cannot be set up, so authentik cannot be reached safely.
+    Tls(TlsSetupError),
 }
 
 /// Loads the configuration, keeps it live, and never returns unless it must stop.
@@ -52,7 +55,12 @@ pub async fn control(
     refresh: Arc<Notify>,
     certs: Option<Arc<CertStore>>,
 ) -> Fatal {
-    let api = Api::new(env.host.clone(), env.token.clone(), env.insecure);
+    let clients = Api::new(env.host.clone(), env.token.clone(), env.insecure)
+        .and_then(|api| Ok((api, OidcClient::http_client(env.insecure)?)));
+    let (api, http) = match clients {
+        Ok(c) => c,
+        Err(e) => return Fatal::Tls(e),
+    };
     let obj = match find_outpost(&api).await {
         Ok(o) => o,
         Err(fatal) => return fatal,
@@ -73,7 +81,7 @@ pub async fn control(
     ));
     spawn_reporter(&api, &outpost);
     let mut loader = Loader {
-        http: OidcClient::http_client(env.insecure),
+        http,
         api,
         current: obj,
         certs,

@@ -1,5 +1,6 @@
 //! The outpost websocket: HELLO on connect and every 10 s, TRIGGER_UPDATE → refresh,
-//! SESSION_END → that provider session stops working at once. Reconnects with capped
+//! SESSION_END → that provider session stops working at once. TLS is the process's one trust
+//! store (`provider::client_tls`), and the handshake has a deadline. Reconnects with capped
 //! exponential backoff and keeps logs quiet while authentik is away. It refreshes nothing
 //! itself: it wakes the refresh loop and ends sessions in `state::outpost`.
 
@@ -7,12 +8,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use url::Url;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+use url::{Host, Url};
 
+use crate::provider::client_tls;
 use crate::source::authentik::api::user_agent;
 use crate::state::outpost::Outpost;
 
@@ -21,6 +30,8 @@ pub const TRIGGER_UPDATE: i64 = 2;
 pub const SESSION_END: i64 = 4;
 /// Time between HELLOs (authentik marks an outpost unhealthy after ~1.5×).
 pub const HELLO_INTERVAL: Duration = Duration::from_secs(10);
+/// Longest wait for the TCP connection, TLS and the upgrade together (as authentik's outpost).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `http(s)://host/prefix/` → `ws(s)://host/prefix/ws/outpost/<pk>/?<query>&instance_uuid=…`.
 pub fn websocket_url(base: &Url, outpost_pk: &str, instance: &str, attempt: u32) -> Option<Url> {
@@ -116,6 +127,28 @@ async fn session(
     outpost: &Outpost,
     refresh: &Notify,
 ) -> Result<(), String> {
+    let req = handshake_request(url, token)?;
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let tcp = connect_tcp(url, deadline).await?;
+    if url.scheme() == "wss" {
+        let config = client_tls::client_config(insecure).map_err(|e| e.to_string())?;
+        let name = server_name(url)?;
+        let tls = within(
+            deadline,
+            "TLS handshake",
+            tokio_rustls::TlsConnector::from(config).connect(name, tcp),
+        )
+        .await?;
+        let ws = within(deadline, "websocket upgrade", upgrade(req, tls)).await?;
+        converse(ws, instance, outpost, refresh).await
+    } else {
+        let ws = within(deadline, "websocket upgrade", upgrade(req, tcp)).await?;
+        converse(ws, instance, outpost, refresh).await
+    }
+}
+
+/// The upgrade request: authentik's bearer token and the outpost's user agent.
+fn handshake_request(url: &Url, token: &str) -> Result<Request, String> {
     let mut req = url
         .as_str()
         .into_client_request()
@@ -129,18 +162,71 @@ async fn session(
         http::header::USER_AGENT,
         http::HeaderValue::from_str(&user_agent()).map_err(|e| e.to_string())?,
     );
-    let connector = if insecure {
-        let cfg =
-            crate::provider::client_tls::insecure_client_config().map_err(|e| e.to_string())?;
-        Some(tokio_tungstenite::Connector::Rustls(Arc::new(cfg)))
-    } else {
-        None
-    };
-    let connect = tokio_tungstenite::connect_async_tls_with_config(req, None, true, connector);
-    let (ws, _resp) = tokio::time::timeout(Duration::from_secs(10), connect)
+    Ok(req)
+}
+
+/// `fut`, or a timeout error naming `step` once `deadline` passes.
+async fn within<T, E: std::fmt::Display>(
+    deadline: Instant,
+    step: &str,
+    fut: impl Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    tokio::time::timeout_at(deadline, fut)
         .await
-        .map_err(|_| "handshake timed out".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| format!("{step} timed out"))?
+        .map_err(|e| format!("{step}: {e}"))
+}
+
+/// The TCP connection to the websocket's host, within [`client_tls::CONNECT_TIMEOUT`].
+async fn connect_tcp(url: &Url, deadline: Instant) -> Result<TcpStream, String> {
+    let port = url
+        .port_or_known_default()
+        .ok_or("the websocket URL has no port")?;
+    let connect = async {
+        match url.host() {
+            Some(Host::Domain(d)) => TcpStream::connect((d, port)).await,
+            Some(Host::Ipv4(ip)) => TcpStream::connect((ip, port)).await,
+            Some(Host::Ipv6(ip)) => TcpStream::connect((ip, port)).await,
+            None => Err(std::io::Error::other("the websocket URL has no host")),
+        }
+    };
+    let deadline = deadline.min(Instant::now() + client_tls::CONNECT_TIMEOUT);
+    let tcp = within(deadline, "connect", connect).await?;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+/// The name the server's certificate must carry: the URL's host name or IP address.
+fn server_name(url: &Url) -> Result<ServerName<'static>, String> {
+    match url.host() {
+        Some(Host::Domain(d)) => ServerName::try_from(d.to_string()).map_err(|e| e.to_string()),
+        Some(Host::Ipv4(ip)) => Ok(ServerName::IpAddress(std::net::IpAddr::V4(ip).into())),
+        Some(Host::Ipv6(ip)) => Ok(ServerName::IpAddress(std::net::IpAddr::V6(ip).into())),
+        None => Err("the websocket URL has no host".into()),
+    }
+}
+
+/// The websocket upgrade over an open connection.
+async fn upgrade<S>(req: Request, stream: S) -> Result<WebSocketStream<S>, WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    tokio_tungstenite::client_async_with_config(req, stream, None)
+        .await
+        .map(|(ws, _resp)| ws)
+}
+
+/// One connected session: HELLO now and every [`HELLO_INTERVAL`], instructions handled as
+/// they come, until authentik closes (`Ok`) or an error.
+async fn converse<S>(
+    ws: WebSocketStream<S>,
+    instance: &str,
+    outpost: &Outpost,
+    refresh: &Notify,
+) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let (mut tx, mut rx) = ws.split();
     tx.send(Message::text(hello(instance)))
         .await
