@@ -1,8 +1,9 @@
 //! The outpost websocket: HELLO on connect and every 10 s, TRIGGER_UPDATE → refresh,
 //! SESSION_END → that provider session stops working at once. TLS is the process's one trust
-//! store (`provider::client_tls`), and the handshake has a deadline. Reconnects with capped
-//! exponential backoff and keeps logs quiet while authentik is away. It refreshes nothing
-//! itself: it wakes the refresh loop and ends sessions in `state::outpost`.
+//! store (`provider::client_tls`); the handshake has a deadline, and a connection silent for
+//! three HELLO intervals counts as dead. Reconnects with capped exponential backoff and keeps
+//! logs quiet while authentik is away. It refreshes nothing itself: it wakes the refresh loop
+//! and ends sessions in `state::outpost`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,11 @@ pub const SESSION_END: i64 = 4;
 pub const HELLO_INTERVAL: Duration = Duration::from_secs(10);
 /// Longest wait for the TCP connection, TLS and the upgrade together (as authentik's outpost).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection that brings no frame for this long is dead and is replaced: authentik acks
+/// every HELLO, so three missed acks in a row mean nobody is listening.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3 * HELLO_INTERVAL.as_secs());
+/// Longest wait to hand one frame to the connection.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `http(s)://host/prefix/` → `ws(s)://host/prefix/ws/outpost/<pk>/?<query>&instance_uuid=…`.
 pub fn websocket_url(base: &Url, outpost_pk: &str, instance: &str, attempt: u32) -> Option<Url> {
@@ -217,7 +223,9 @@ where
 }
 
 /// One connected session: HELLO now and every [`HELLO_INTERVAL`], instructions handled as
-/// they come, until authentik closes (`Ok`) or an error.
+/// they come. Ends when authentik closes (`Ok`), or on an error, a write that does not go
+/// out within [`WRITE_TIMEOUT`], or [`IDLE_TIMEOUT`] without any frame (authentik answers
+/// every HELLO, so silence means the connection is dead).
 async fn converse<S>(
     ws: WebSocketStream<S>,
     instance: &str,
@@ -228,17 +236,24 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut tx, mut rx) = ws.split();
-    tx.send(Message::text(hello(instance)))
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut send = async |m: Message| {
+        tokio::time::timeout(WRITE_TIMEOUT, tx.send(m))
+            .await
+            .map_err(|_| "write timed out".to_string())?
+            .map_err(|e| e.to_string())
+    };
+    send(Message::text(hello(instance))).await?;
     crate::state::metrics::set_connected(true);
     tracing::info!("websocket to authentik connected");
     let mut ticker = tokio::time::interval(HELLO_INTERVAL);
     ticker.tick().await;
+    let idle = tokio::time::sleep(IDLE_TIMEOUT);
+    tokio::pin!(idle);
     loop {
         tokio::select! {
-            _ = ticker.tick() => {
-                tx.send(Message::text(hello(instance))).await.map_err(|e| e.to_string())?;
+            _ = ticker.tick() => send(Message::text(hello(instance))).await?,
+            () = &mut idle => {
+                return Err(format!("no frame from authentik for {} s", IDLE_TIMEOUT.as_secs()));
             }
             msg = rx.next() => {
                 let msg = match msg {
@@ -246,9 +261,10 @@ where
                     Some(Err(e)) => return Err(e.to_string()),
                     Some(Ok(m)) => m,
                 };
+                idle.as_mut().reset(Instant::now() + IDLE_TIMEOUT);
                 match msg {
                     Message::Text(t) => handle(t.as_str(), outpost, refresh),
-                    Message::Ping(p) => { tx.send(Message::Pong(p)).await.map_err(|e| e.to_string())?; }
+                    Message::Ping(p) => send(Message::Pong(p)).await?,
                     Message::Close(_) => return Ok(()),
                     _ => {}
                 }
@@ -286,6 +302,62 @@ pub fn handle(text: &str, outpost: &Outpost, refresh: &Notify) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::authentik::AuthentikEnv;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    fn outpost() -> Outpost {
+        let env = AuthentikEnv::from_lookup(|k| match k {
+            "AUTHENTIK_HOST" => Some("http://ak.example/".into()),
+            "AUTHENTIK_TOKEN" => Some("t".into()),
+            _ => None,
+        })
+        .unwrap();
+        Outpost::new(env.empty_runtime())
+    }
+
+    /// A session over an in-memory pipe; the server side reads HELLOs and acks them when
+    /// `ack`, until `for_how_long` of (paused) time has passed, then closes. Returns how the
+    /// session ended and the HELLOs the server saw.
+    async fn session_against(ack: bool, for_how_long: Duration) -> (Result<(), String>, usize) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        let mut server = WebSocketStream::from_raw_socket(server, Role::Server, None).await;
+        let server = tokio::spawn(async move {
+            let mut hellos = 0;
+            let end = Instant::now() + for_how_long;
+            while let Ok(Some(Ok(m))) = tokio::time::timeout_at(end, server.next()).await {
+                if matches!(m, Message::Text(_)) {
+                    hellos += 1;
+                    if ack {
+                        let _ = server
+                            .send(Message::text(r#"{"instruction":0,"args":{}}"#))
+                            .await;
+                    }
+                }
+            }
+            let _ = server.close(None).await;
+            hellos
+        });
+        let ended = converse(client, "i", &outpost(), &Notify::new()).await;
+        (ended, server.await.unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_connection_is_given_up_after_three_hello_intervals() {
+        let started = Instant::now();
+        let (ended, hellos) = session_against(false, Duration::from_secs(600)).await;
+        let err = ended.unwrap_err();
+        assert!(err.contains("no frame from authentik"), "{err}");
+        assert_eq!(started.elapsed(), IDLE_TIMEOUT);
+        assert!((3..=4).contains(&hellos), "{hellos}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_acked_connection_lives_past_the_idle_deadline() {
+        let (ended, hellos) = session_against(true, Duration::from_secs(95)).await;
+        assert_eq!(ended, Ok(()), "closed by the server, not given up");
+        assert_eq!(hellos, 10);
+    }
 
     #[test]
     fn websocket_urls_follow_authentik() {
