@@ -15,6 +15,10 @@
 //! URLs that authentik derives from the request (issuer, `oidc_configuration`) are derived
 //! from the request's `Host` header (scheme `https` only when `X-Forwarded-Proto: https`),
 //! exactly as authentik does; for requests addressed to [`FakeAuthentik::url`] this is `url`.
+//!
+//! [`FakeAuthentik::start_tls`] serves the same over TLS (API, websocket and OAuth2 alike) with
+//! a certificate from a private CA ([`PrivateCa`]), as authentik behind an internal CA; the
+//! derived URLs are then `https`.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -43,6 +47,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -354,6 +359,8 @@ struct State {
 
 struct Inner {
     url: String,
+    /// Served over TLS: URLs derived from requests are `https`.
+    tls: bool,
     token: String,
     outpost_pk: String,
     state: Mutex<State>,
@@ -384,6 +391,80 @@ impl Inner {
     }
 }
 
+/// One HTTP/1 connection (plain or TLS), upgrades allowed, until it ends or the fake stops.
+async fn serve_connection<S>(inner: Arc<Inner>, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut stop = inner.shutdown.subscribe();
+    let svc = service_fn(move |req| {
+        let i = Arc::clone(&inner);
+        async move { Ok::<_, Infallible>(handle(i, req).await) }
+    });
+    let conn = http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), svc)
+        .with_upgrades();
+    tokio::select! {
+        _ = conn => {}
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => {}
+    }
+}
+
+/// A private certificate authority (unknown to any system trust store) and a server
+/// certificate it issued for `127.0.0.1` and `localhost`.
+pub struct PrivateCa {
+    /// The CA certificate, PEM: what `SSL_CERT_FILE` should hold to trust the server.
+    pub ca_pem: String,
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key_der: Vec<u8>,
+}
+
+impl PrivateCa {
+    pub fn new() -> PrivateCa {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose,
+        };
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.distinguished_name
+            .push(DnType::CommonName, "fake authentik private CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().expect("server key");
+        let mut leaf =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+                .expect("server params");
+        leaf.distinguished_name
+            .push(DnType::CommonName, "fake authentik");
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = leaf.signed_by(&key, &issuer).expect("server certificate");
+        PrivateCa {
+            ca_pem: ca_cert.pem(),
+            chain: vec![cert.der().clone(), ca_cert.der().clone()],
+            key_der: key.serialize_der(),
+        }
+    }
+
+    /// A TLS 1.2+ server configuration presenting the server certificate and the CA.
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        let key = rustls::pki_types::PrivateKeyDer::try_from(self.key_der.clone())
+            .expect("server key DER");
+        let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(self.chain.clone(), key)
+        .expect("server certificate");
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(cfg)
+    }
+}
+
 fn session_end_frame(sid: &str) -> Value {
     json!({"instruction": 4, "args": {"type": "event.session.end", "session_id": sid}})
 }
@@ -410,15 +491,35 @@ impl Drop for FakeAuthentik {
 impl FakeAuthentik {
     /// Binds `127.0.0.1:0`, generates a random API token and outpost UUID, and serves.
     pub async fn start(providers: Vec<ProviderSpec>, users: Vec<FakeUser>) -> FakeAuthentik {
+        FakeAuthentik::serve(providers, users, None).await
+    }
+
+    /// Like [`FakeAuthentik::start`], over TLS with `tls` (e.g. [`PrivateCa::server_config`]);
+    /// `url` is then `https://127.0.0.1:<port>`.
+    pub async fn start_tls(
+        providers: Vec<ProviderSpec>,
+        users: Vec<FakeUser>,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> FakeAuthentik {
+        FakeAuthentik::serve(providers, users, Some(TlsAcceptor::from(tls))).await
+    }
+
+    async fn serve(
+        providers: Vec<ProviderSpec>,
+        users: Vec<FakeUser>,
+        tls: Option<TlsAcceptor>,
+    ) -> FakeAuthentik {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind fake authentik");
         let addr = listener.local_addr().expect("fake authentik addr");
-        let url = format!("http://{addr}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{addr}");
         let token = rand_alnum(60);
         let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             url: url.clone(),
+            tls: tls.is_some(),
             token: token.clone(),
             outpost_pk: uuid4(),
             state: Mutex::new(State {
@@ -436,18 +537,16 @@ impl FakeAuthentik {
                     r = listener.accept() => {
                         let Ok((stream, _)) = r else { continue };
                         let conn_inner = Arc::clone(&srv);
-                        let mut conn_stop = srv.shutdown.subscribe();
+                        let tls = tls.clone();
                         tokio::spawn(async move {
-                            let svc = service_fn(move |req| {
-                                let i = Arc::clone(&conn_inner);
-                                async move { Ok::<_, Infallible>(handle(i, req).await) }
-                            });
-                            let conn = http1::Builder::new()
-                                .serve_connection(TokioIo::new(stream), svc)
-                                .with_upgrades();
-                            tokio::select! {
-                                _ = conn => {}
-                                _ = async { let _ = conn_stop.wait_for(|s| *s).await; } => {}
+                            match tls {
+                                None => serve_connection(conn_inner, stream).await,
+                                Some(acceptor) => {
+                                    // A client that refuses the certificate ends here.
+                                    if let Ok(s) = acceptor.accept(stream).await {
+                                        serve_connection(conn_inner, s).await;
+                                    }
+                                }
                             }
                         });
                     }
@@ -831,14 +930,15 @@ fn header_str(h: &HeaderMap, name: http::header::HeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// `scheme://host` as authentik's `request.build_absolute_uri` would see it.
-fn request_base(h: &HeaderMap, fallback: &str) -> String {
+/// `scheme://host` as authentik's `request.build_absolute_uri` would see it (`https` on a TLS
+/// listener).
+fn request_base(h: &HeaderMap, fallback: &str, tls: bool) -> String {
     match header_str(h, HOST) {
         Some(host) if !host.is_empty() => {
-            let https = h
-                .get("x-forwarded-proto")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+            let https = tls
+                || h.get("x-forwarded-proto")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.eq_ignore_ascii_case("https"));
             format!("{}://{host}", if https { "https" } else { "http" })
         }
         _ => fallback.to_string(),
@@ -918,7 +1018,7 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Body> {
         Err(_) => Bytes::new(),
     };
     let body = String::from_utf8_lossy(&body).into_owned();
-    let base = request_base(&headers, &inner.url);
+    let base = request_base(&headers, &inner.url, inner.tls);
 
     if let Some(api) = path.strip_prefix("/api/v3/") {
         return api_route(&inner, &method, api, &query, &headers, &body, &base);
