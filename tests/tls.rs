@@ -1,12 +1,15 @@
 //! The TLS listener: certificates from files (standalone), per-provider certificates chosen by
-//! SNI with a self-signed fallback (authentik mode).
+//! SNI with a self-signed fallback (authentik mode). And the outbound trust store: authentik
+//! behind a private CA is reached by the API, the OIDC calls and the websocket alike when the
+//! CA is in `SSL_CERT_FILE`, by none of them when it is not, and by all with
+//! `AUTHENTIK_INSECURE=true`.
 
 mod common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::fake_authentik::{FakeAuthentik, FakeUser, ProviderSpec};
+use common::fake_authentik::{FakeAuthentik, FakeUser, PrivateCa, ProviderSpec};
 use common::*;
 
 fn cert_for(host: &str) -> (String, String) {
@@ -128,4 +131,150 @@ async fn authentik_mode_picks_certificates_by_sni_with_a_fallback() {
         ping(&lax, "unknown.example.test", https.port()).await,
         Ok(204)
     );
+}
+
+/// authentik behind a private CA, and the outpost started against it.
+struct BehindPrivateCa {
+    fa: FakeAuthentik,
+    o: Binary,
+    /// Holds the CA file.
+    _dir: tempfile::TempDir,
+}
+
+/// The providers at first: two, so that an unknown host is not served by a lone application.
+fn providers() -> Vec<ProviderSpec> {
+    vec![
+        ProviderSpec::forward_single(1, "app", &format!("https://{APP_HOST}")),
+        ProviderSpec::forward_single(2, "auth", &format!("https://{AUTH_HOST}")),
+    ]
+}
+
+/// authentik behind a private CA (`https://127.0.0.1:<port>`) with [`providers`], and the
+/// outpost started against it with `extra` environment (`{ca_file}` in a value is the CA
+/// certificate's path; no `AUTHENTIK_INSECURE` unless given).
+async fn behind_private_ca(extra: &[(&str, &str)]) -> BehindPrivateCa {
+    let ca = PrivateCa::new();
+    let fa = FakeAuthentik::start_tls(
+        providers(),
+        vec![FakeUser::new("alice", "pw")],
+        ca.server_config(),
+    )
+    .await;
+    assert!(fa.url.starts_with("https://127.0.0.1:"), "{}", fa.url);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("private-ca.pem");
+    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+    let mut env = vec![
+        ("AUTHENTIK_HOST", fa.url.clone()),
+        ("AUTHENTIK_TOKEN", fa.token.clone()),
+    ];
+    for (k, v) in extra {
+        let v = v.replace("{ca_file}", &ca_file.display().to_string());
+        env.push((k, v));
+    }
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut o = Binary::spawn_env(http, &env);
+    o.wait_ping().await;
+    BehindPrivateCa { fa, o, _dir: dir }
+}
+
+/// Status and body of an nginx-style check for `host` at the outpost.
+async fn check(o: &Binary, host: &str) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .get(format!(
+            "http://{}/outpost.goauthentik.io/auth/nginx",
+            o.addr
+        ))
+        .header("Host", host)
+        .header("X-Original-URL", format!("https://{host}/"))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap_or_default())
+}
+
+/// Status and body of the outpost's readiness endpoint: 200 once the configuration is loaded
+/// and every provider's keys (JWKS) are fetched.
+async fn ready(o: &Binary) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .get(format!("http://{}/outpost.goauthentik.io/ready", o.addr))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap_or_default())
+}
+
+/// Waits until `cond` holds, for at most 15 s.
+async fn eventually<F: AsyncFn() -> bool>(what: &str, cond: F) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !cond().await {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// API, OIDC and websocket all connect over TLS once they share one trust store: a ready
+/// outpost, a HELLO over the websocket, and a pushed update that takes effect.
+async fn everything_connects(fa: &FakeAuthentik, o: &Binary) {
+    eventually(
+        "ready (configuration and provider keys loaded over TLS)",
+        async || ready(o).await.0 == 200,
+    )
+    .await;
+    assert_eq!(check(o, APP_HOST).await.0, 401);
+    assert!(
+        fa.count("/application/o/") > 0,
+        "the provider's keys came from authentik"
+    );
+    eventually("a HELLO over the websocket", async || {
+        !fa.hellos().is_empty()
+    })
+    .await;
+    assert_eq!(fa.ws_connections(), 1);
+    // A provider added in authentik arrives through TRIGGER_UPDATE on that websocket, long
+    // before the 300 s refresh.
+    let mut providers = providers();
+    providers.push(ProviderSpec::forward_single(
+        3,
+        "other",
+        &format!("https://{OTHER_HOST}"),
+    ));
+    fa.set_providers(providers);
+    assert_ne!(check(o, OTHER_HOST).await.0, 401);
+    fa.trigger_update().await;
+    eventually("the pushed update applied", async || {
+        check(o, OTHER_HOST).await.0 == 401
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_ca_in_ssl_cert_file_is_trusted_by_api_and_websocket() {
+    let s = behind_private_ca(&[("SSL_CERT_FILE", "{ca_file}")]).await;
+    everything_connects(&s.fa, &s.o).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentik_insecure_connects_api_and_websocket_without_the_ca() {
+    let s = behind_private_ca(&[("AUTHENTIK_INSECURE", "true")]).await;
+    everything_connects(&s.fa, &s.o).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_private_ca_is_refused_everywhere() {
+    let s = behind_private_ca(&[("AUTHENTIK_INSECURE", "false")]).await;
+    let (fa, o) = (&s.fa, &s.o);
+    // The outpost retries every 3 s; give it a few attempts.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (status, body) = check(o, APP_HOST).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("not received its configuration"), "{body}");
+    let (status, body) = ready(o).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("configuration not loaded yet"), "{body}");
+    // No request got through: every TLS handshake was refused (the fake records requests
+    // only after the handshake).
+    assert!(fa.api_requests().is_empty(), "{:?}", fa.api_requests());
+    assert!(fa.ws_requests().is_empty());
+    assert!(fa.hellos().is_empty());
 }
