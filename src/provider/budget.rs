@@ -1,8 +1,10 @@
-//! The budget for checks of tokens the provider never confirmed: a token bucket that bounds
-//! how many such checks per second reach the provider, so a flood of made-up Bearer tokens
-//! (or of sessions around them) cannot turn the outpost into a way to overload it. Re-checks
-//! of tokens the provider confirmed before are not counted: they are bounded by the real
-//! sessions and the cache TTL, and they are what keeps valid users served during a flood.
+//! The budget for checks of `Authorization` values (Bearer tokens, Basic credentials) the
+//! provider never confirmed: a token bucket that bounds how many such checks per second reach
+//! the provider, so a flood of made-up credentials cannot turn the outpost into a way to
+//! overload it. Session cookies are not counted: one opens only if this outpost sealed it, so
+//! nobody can make them up (random cookies never reach the provider), and after a restart
+//! every signed-in user arrives with a token this process has not checked yet. Re-checks of
+//! cached answers are not counted either: they are what keeps valid users served.
 //! No I/O and no waiting: a check either fits in the budget now or is refused now.
 
 use std::sync::Mutex;

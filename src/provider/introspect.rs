@@ -185,7 +185,6 @@ impl OidcClient {
         let status = self
             .checks
             .try_get_with(key, async {
-                self.spend_budget()?;
                 let active = self.ask_provider(access_token).await?;
                 Ok::<_, OidcError>(TokenStatus::answered(active, fresh, grace, now))
             })
@@ -252,7 +251,10 @@ impl OidcClient {
         )))
     }
 
-    /// One check of a token the provider never confirmed, from the budget.
+    /// One check of an `Authorization` value the provider never confirmed, from the budget.
+    /// (Tokens from session cookies are not counted: a cookie opens only if this outpost
+    /// sealed it, so no one can make them up, and after a restart every signed-in user
+    /// arrives with a token this process has not checked yet.)
     fn spend_budget(&self) -> Result<(), OidcError> {
         if self.budget.take() {
             Ok(())

@@ -103,7 +103,7 @@ pub struct ClientSettings {
     /// How long after its last confirmation by the provider a live token keeps being
     /// accepted while the provider cannot be reached; zero turns this off.
     pub outage_grace: Duration,
-    /// Checks per second of tokens the provider never confirmed (0: no limit).
+    /// Checks per second of `Authorization` values the provider never confirmed (0: no limit).
     pub new_token_checks_per_second: u32,
 }
 

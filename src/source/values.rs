@@ -21,7 +21,8 @@ pub const DEFAULT_TRUSTED_PROXIES: &[&str] = &[
 /// reached, unless configured otherwise.
 pub const DEFAULT_OUTAGE_GRACE: Duration = Duration::from_secs(15 * 60);
 
-/// Checks per second of tokens the provider never confirmed, unless configured otherwise.
+/// Checks per second of `Authorization` values the provider never confirmed, unless
+/// configured otherwise.
 pub const DEFAULT_NEW_TOKEN_CHECKS_PER_SECOND: u32 = 200;
 
 /// Longest configurable outage grace.

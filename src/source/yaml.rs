@@ -136,7 +136,7 @@ pub struct ProviderConfig {
     pub send_jwt_header: bool,
     /// How long a session the provider confirmed keeps working while it cannot be reached.
     pub outage_grace: Duration,
-    /// Checks per second of tokens the provider never confirmed (0: no limit).
+    /// Checks per second of `Authorization` values the provider never confirmed (0: no limit).
     pub new_token_checks_per_second: u32,
 }
 
