@@ -7,6 +7,9 @@
 //! * `fill`    — sends one `/auth/nginx` check per token, each with its own sealed session
 //!   cookie, so the outpost ends up with that many cached introspections.
 //! * `startup` — times exec → first `204` on `/outpost.goauthentik.io/ping`, many runs.
+//! * `soak`    — a bounded mixed load (valid and invalid cookies, Bearer tokens, full logins
+//!   and sign-outs) with per-kind errors and latency, and the outpost's RSS over time
+//!   (`bench/soak.sh`).
 //!
 //! All network traffic goes to loopback addresses given on the command line.
 
@@ -19,10 +22,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ak_outpost::core::app::cookie_name;
-use ak_outpost::core::token::unix_now;
-use ak_outpost::core::seal::Sealer;
 use ak_outpost::core::identity::Identity;
+use ak_outpost::core::seal::Sealer;
 use ak_outpost::core::session::Session;
+use ak_outpost::core::token::unix_now;
 use reqwest::header::{HOST, LOCATION, SET_COOKIE};
 use serde_json::{Value, json};
 
@@ -61,7 +64,7 @@ impl Args {
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
     let Some(cmd) = argv.get(1) else {
-        eprintln!("usage: bench-tool login|mint|fill|startup --name value ...");
+        eprintln!("usage: bench-tool login|mint|fill|startup|soak --name value ...");
         std::process::exit(2);
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -73,6 +76,7 @@ fn main() {
         "mint" => rt.block_on(mint(&a)),
         "fill" => rt.block_on(fill(&a)),
         "startup" => startup(&a),
+        "soak" => rt.block_on(soak(&a)),
         other => Err(format!("unknown command {other}")),
     });
     match result {
@@ -99,7 +103,27 @@ fn client() -> Res<reqwest::Client> {
 /// `Host` header; the IdP's own URLs are used as they are.
 async fn login(a: &Args) -> Res<Value> {
     let outpost: SocketAddr = a.get("outpost")?.parse().map_err(|e| format!("{e}"))?;
-    let host = a.get("host")?;
+    login_flow(
+        outpost,
+        &a.get("host")?,
+        &a.get("user")?,
+        &a.get("password")?,
+        &a.get("secret")?,
+        &a.get("client-id")?,
+    )
+    .await
+}
+
+/// The login flow of [`login`]; the result's `cookie` is a ready `Cookie` header value.
+async fn login_flow(
+    outpost: SocketAddr,
+    host: &str,
+    user: &str,
+    password: &str,
+    secret: &str,
+    client_id: &str,
+) -> Res<Value> {
+    let host = host.to_string();
     let c = client()?;
     let to_outpost = |path_and_query: &str| {
         c.get(format!("http://{outpost}{path_and_query}"))
@@ -131,10 +155,7 @@ async fn login(a: &Args) -> Res<Value> {
     let action = page_url.join(&action).map_err(|e| e.to_string())?;
     let r = c
         .post(action)
-        .form(&[
-            ("username", a.get("user")?),
-            ("password", a.get("password")?),
-        ])
+        .form(&[("username", user), ("password", password)])
         .send()
         .await
         .map_err(|e| e.to_string())?;
@@ -165,7 +186,7 @@ async fn login(a: &Args) -> Res<Value> {
     if r.status().as_u16() != 302 {
         return Err(format!("callback answered {}", r.status()));
     }
-    let name = cookie_name(&a.get("client-id")?);
+    let name = cookie_name(client_id);
     let mut parts: Vec<(String, String)> = Vec::new();
     for v in r.headers().get_all(SET_COOKIE) {
         let v = v.to_str().unwrap_or_default();
@@ -186,7 +207,7 @@ async fn login(a: &Args) -> Res<Value> {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join("; ");
-    let sealer = Sealer::new(a.get("secret")?.as_bytes(), "session");
+    let sealer = Sealer::new(secret.as_bytes(), "session");
     let plain = sealer
         .unseal(name.as_bytes(), &joined)
         .ok_or("cannot unseal the session cookie (wrong --secret?)")?;
@@ -441,4 +462,303 @@ fn ping(addr: SocketAddr) -> bool {
         }
     }
     got >= 12 && &buf[9..12] == b"204"
+}
+
+/// The request kinds of the soak, with the status each must answer.
+const SOAK_KINDS: [(&str, u16); 6] = [
+    ("valid_cookie", 200),
+    ("invalid_cookie", 401),
+    ("bearer", 200),
+    ("login", 200),
+    ("sign_out", 302),
+    ("signed_out_cookie", 401),
+];
+
+/// Per-kind counts and latencies (microseconds).
+#[derive(Default)]
+struct Tally {
+    requests: [u64; 6],
+    errors: [u64; 6],
+    latencies: [Vec<u32>; 6],
+    examples: Vec<String>,
+}
+
+impl Tally {
+    fn record(&mut self, kind: usize, took: Duration, outcome: Result<u16, String>) {
+        self.requests[kind] += 1;
+        self.latencies[kind].push(took.as_micros().min(u32::MAX as u128) as u32);
+        let want = SOAK_KINDS[kind].1;
+        if outcome.as_ref().ok() != Some(&want) {
+            self.errors[kind] += 1;
+            if self.examples.len() < 20 {
+                self.examples.push(format!(
+                    "{}: {outcome:?}, expected {want}",
+                    SOAK_KINDS[kind].0
+                ));
+            }
+        }
+    }
+}
+
+fn rss_kib(pid: &str) -> Res<u64> {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("{e}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| "no VmRSS".into())
+}
+
+fn percentile(sorted: &[u32], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0
+}
+
+/// A bounded mixed load against one outpost:
+/// `--outpost ADDR --host H --url ORIGINAL_URL --secret S --client-id ID --user U
+/// --password P --pid OUTPOST_PID --out-dir DIR [--duration 300] [--rate 200]
+/// [--warmup 60] [--sample 10] [--workers 4] [--login-every-ms 1000]`.
+///
+/// `--rate` checks per second are spread over `--workers` paced loops, each picking its next
+/// kind from a fixed cycle of 20: 16 valid session cookies, 2 invalid cookies (random, never
+/// the same twice), 2 Bearer tokens (the session's access token). One more loop runs, every
+/// `--login-every-ms`, a full login through `/start` and the IdP to `/callback`, then
+/// `/sign_out` with the new session, then a check with the signed-out cookie (401).
+/// VmRSS of `--pid` is sampled every `--sample` seconds. Writes `soak.csv` (per kind) and
+/// `soak-rss.csv` (samples) to `--out-dir`, prints a table on stderr and a JSON summary.
+async fn soak(a: &Args) -> Res<Value> {
+    let outpost: SocketAddr = a.get("outpost")?.parse().map_err(|e| format!("{e}"))?;
+    let host = a.get("host")?;
+    let original = a.get("url")?;
+    let secret = a.get("secret")?;
+    let client_id = a.get("client-id")?;
+    let (user, password) = (a.get("user")?, a.get("password")?);
+    let pid = a.get("pid")?;
+    let out_dir = std::path::PathBuf::from(a.get("out-dir")?);
+    let duration = Duration::from_secs(a.num("duration", 300)? as u64);
+    let warmup = Duration::from_secs(a.num("warmup", 60)? as u64);
+    let sample = Duration::from_secs(a.num("sample", 10)?.max(1) as u64);
+    let rate = a.num("rate", 200)?.max(1);
+    let workers = a.num("workers", 4)?.clamp(1, rate);
+    let login_every = Duration::from_millis(a.num("login-every-ms", 1000)?.max(50) as u64);
+    if warmup >= duration {
+        return Err("--warmup must be shorter than --duration".into());
+    }
+
+    // The long-lived session every valid check uses.
+    let main = login_flow(outpost, &host, &user, &password, &secret, &client_id).await?;
+    let cookie = main["cookie"].as_str().ok_or("no cookie")?.to_string();
+    let bearer = format!(
+        "Bearer {}",
+        main["access_token"].as_str().ok_or("no access token")?
+    );
+    let name = cookie_name(&client_id);
+    let checks = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(workers + 2)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let auth_url = format!("http://{outpost}/outpost.goauthentik.io/auth/nginx");
+    let tally = Arc::new(std::sync::Mutex::new(Tally::default()));
+    let started = Instant::now();
+    let end = started + duration;
+    let mut tasks = Vec::new();
+
+    let check = {
+        let (checks, auth_url, host, original) = (
+            checks.clone(),
+            auth_url.clone(),
+            host.clone(),
+            original.clone(),
+        );
+        move |header: &'static str, value: String| {
+            let req = checks
+                .get(&auth_url)
+                .header(HOST, &host)
+                .header("X-Original-URL", &original)
+                .header(header, value);
+            async move {
+                req.send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .map_err(|e| e.to_string())
+            }
+        }
+    };
+
+    // The check loops.
+    let per_worker = Duration::from_secs_f64(workers as f64 / rate as f64);
+    for w in 0..workers {
+        let (tally, check, cookie, bearer, name) = (
+            Arc::clone(&tally),
+            check.clone(),
+            cookie.clone(),
+            bearer.clone(),
+            name.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(per_worker);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut n: u64 = w as u64 * 7;
+            let mut salt: u64 = 0x9e37_79b9_7f4a_7c15 ^ (w as u64) << 32 ^ unix_now() as u64;
+            while Instant::now() < end {
+                tick.tick().await;
+                n += 1;
+                let (kind, header, value) = match n % 20 {
+                    0 | 10 => {
+                        // xorshift: a different invalid value every time.
+                        salt ^= salt << 13;
+                        salt ^= salt >> 7;
+                        salt ^= salt << 17;
+                        (1, "Cookie", format!("{name}=AAAA{salt:016x}{n:x}garbage"))
+                    }
+                    5 | 15 => (2, "Authorization", bearer.clone()),
+                    _ => (0, "Cookie", cookie.clone()),
+                };
+                let t = Instant::now();
+                let outcome = check(header, value).await;
+                let took = t.elapsed();
+                tally.lock().unwrap().record(kind, took, outcome);
+            }
+        }));
+    }
+
+    // The login / sign-out loop.
+    {
+        let (tally, check, host, user, password, secret, client_id) = (
+            Arc::clone(&tally),
+            check.clone(),
+            host.clone(),
+            user.clone(),
+            password.clone(),
+            secret.clone(),
+            client_id.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(login_every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let plain = reqwest::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("client");
+            while Instant::now() < end {
+                tick.tick().await;
+                let t = Instant::now();
+                let got = login_flow(outpost, &host, &user, &password, &secret, &client_id).await;
+                let took = t.elapsed();
+                let cookie = match got {
+                    Ok(v) => {
+                        tally.lock().unwrap().record(3, took, Ok(200));
+                        v["cookie"].as_str().unwrap_or_default().to_string()
+                    }
+                    Err(e) => {
+                        tally.lock().unwrap().record(3, took, Err(e));
+                        continue;
+                    }
+                };
+                let t = Instant::now();
+                let outcome = plain
+                    .get(format!("http://{outpost}/outpost.goauthentik.io/sign_out"))
+                    .header(HOST, &host)
+                    .header("Cookie", &cookie)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .map_err(|e| e.to_string());
+                tally.lock().unwrap().record(4, t.elapsed(), outcome);
+                let t = Instant::now();
+                let outcome = check("Cookie", cookie).await;
+                tally.lock().unwrap().record(5, t.elapsed(), outcome);
+            }
+        }));
+    }
+
+    // RSS samples.
+    let mut samples: Vec<(f64, u64)> = vec![(0.0, rss_kib(&pid)?)];
+    let mut next = started + sample;
+    while Instant::now() < end {
+        tokio::time::sleep_until(next.min(end).into()).await;
+        next += sample;
+        let rss = rss_kib(&pid)?;
+        let t = started.elapsed().as_secs_f64();
+        samples.push((t, rss));
+        let (reqs, errs) = {
+            let g = tally.lock().unwrap();
+            (g.requests.iter().sum::<u64>(), g.errors.iter().sum::<u64>())
+        };
+        eprintln!("[soak {t:6.1}s] rss {rss} KiB, requests {reqs}, errors {errs}");
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let final_rss = rss_kib(&pid)?;
+    samples.push((elapsed, final_rss));
+
+    // RSS after warm-up: the first sample at or after the warm-up.
+    let warm = samples
+        .iter()
+        .find(|(t, _)| *t >= warmup.as_secs_f64() - 0.5)
+        .map(|s| s.1)
+        .unwrap_or(final_rss);
+    let max_after = samples
+        .iter()
+        .filter(|(t, _)| *t >= warmup.as_secs_f64() - 0.5)
+        .map(|s| s.1)
+        .max()
+        .unwrap_or(final_rss);
+    let growth = (final_rss as f64 - warm as f64) / warm as f64 * 100.0;
+
+    let mut g = tally.lock().unwrap();
+    std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
+    let mut csv = String::from("kind,expected_status,requests,errors,p50_ms,p99_ms,max_ms\n");
+    let mut kinds = Vec::new();
+    eprintln!(
+        "\n{:<18} {:>9} {:>7} {:>9} {:>9} {:>9}",
+        "kind", "requests", "errors", "p50 ms", "p99 ms", "max ms"
+    );
+    for (k, (kind, want)) in SOAK_KINDS.iter().enumerate() {
+        let l = &mut g.latencies[k];
+        l.sort_unstable();
+        let (p50, p99, max) = (percentile(l, 0.5), percentile(l, 0.99), percentile(l, 1.0));
+        let (n, e) = (g.requests[k], g.errors[k]);
+        eprintln!("{kind:<18} {n:>9} {e:>7} {p50:>9.3} {p99:>9.3} {max:>9.3}");
+        csv.push_str(&format!(
+            "{kind},{want},{n},{e},{p50:.3},{p99:.3},{max:.3}\n"
+        ));
+        kinds.push(
+            json!({"kind": kind, "expected": want, "requests": n, "errors": e,
+                          "p50_ms": p50, "p99_ms": p99, "max_ms": max}),
+        );
+    }
+    let (requests, errors) = (g.requests.iter().sum::<u64>(), g.errors.iter().sum::<u64>());
+    eprintln!(
+        "total {requests} requests, {errors} errors in {elapsed:.0} s; RSS {} KiB at start, \
+         {warm} KiB after the {} s warm-up, {final_rss} KiB at the end ({growth:+.2} %), \
+         max {max_after} KiB after warm-up",
+        samples[0].1,
+        warmup.as_secs()
+    );
+    for e in &g.examples {
+        eprintln!("  error: {e}");
+    }
+    std::fs::write(out_dir.join("soak.csv"), csv).map_err(|e| e.to_string())?;
+    let mut rss_csv = String::from("t_s,rss_kib\n");
+    for (t, r) in &samples {
+        rss_csv.push_str(&format!("{t:.1},{r}\n"));
+    }
+    std::fs::write(out_dir.join("soak-rss.csv"), rss_csv).map_err(|e| e.to_string())?;
+    Ok(json!({
+        "seconds": elapsed, "rate": rate, "requests": requests, "errors": errors,
+        "rss_start_kib": samples[0].1, "rss_warm_kib": warm, "rss_end_kib": final_rss,
+        "rss_max_after_warmup_kib": max_after, "rss_growth_pct": growth,
+        "kinds": kinds, "error_examples": g.examples,
+    }))
 }
