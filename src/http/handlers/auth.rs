@@ -404,7 +404,9 @@ async fn cookie_session(
         return SessionCheck::Invalid;
     }
     if session.needs_renewal(now) {
-        match renew(app, &mut session, now).await {
+        // Boxed, like every token call: the check's future, which hyper keeps per
+        // connection, holds no renewal state.
+        match Box::pin(renew(app, &mut session, now)).await {
             Renewal::Renewed => {
                 return SessionCheck::Valid {
                     session: Arc::new(*session),
@@ -478,8 +480,7 @@ async fn renew(app: &Application, session: &mut Session, now: i64) -> Renewal {
             Renewal::Unchanged
         };
     };
-    // Boxed: the check's future, which hyper keeps per connection, stays small.
-    match Box::pin(app.oidc.refresh(&refresh_token)).await {
+    match app.oidc.refresh(&refresh_token).await {
         Ok(RefreshOutcome::Renewed(t)) => {
             session.access_token = t.access_token;
             session.access_expires_at = t.expires_at;
