@@ -31,11 +31,45 @@ pub struct Pagination {
     pub total_pages: f64,
 }
 
+/// One page of a list endpoint.
 #[derive(Debug, Deserialize)]
-struct Page<T> {
+pub struct Page<T> {
     #[serde(default)]
-    pagination: Pagination,
-    results: Vec<T>,
+    pub pagination: Pagination,
+    pub results: Vec<T>,
+}
+
+/// The providers of one page of `/api/v3/outposts/proxy/`: every element of the expected
+/// shape; the others are logged and skipped, so one odd provider never hides the rest.
+pub fn providers_of(results: Vec<Value>) -> Vec<ProxyProvider> {
+    let mut out = Vec::with_capacity(results.len());
+    for item in results {
+        match serde_json::from_value::<ProxyProvider>(item.clone()) {
+            Ok(prov) => out.push(prov),
+            Err(e) => {
+                let name = item
+                    .get("name")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("?");
+                tracing::error!(provider = %name, error = %e, "provider skipped: unexpected shape");
+            }
+        }
+    }
+    out
+}
+
+/// The page to read after page `page`: `None` when `pagination.next` says this was the last
+/// (0, or not after `page`, so a listing always ends), an error past [`MAX_PAGES`].
+pub fn next_page(pagination: &Pagination, page: u64) -> Result<Option<u64>, OidcError> {
+    // `as` saturates: NaN and negative numbers are 0, huge ones u64::MAX.
+    let next = pagination.next as u64;
+    if next == 0 || next <= page {
+        return Ok(None);
+    }
+    if next > MAX_PAGES {
+        return Err(OidcError::Invalid("too many provider pages".into()));
+    }
+    Ok(Some(next))
 }
 
 /// An outpost object (`/api/v3/outposts/instances/`).
@@ -209,26 +243,11 @@ impl Api {
                     "api/v3/outposts/proxy/?page={page}&page_size={PAGE_SIZE}"
                 ))
                 .await?;
-            for item in p.results {
-                match serde_json::from_value::<ProxyProvider>(item.clone()) {
-                    Ok(prov) => out.push(prov),
-                    Err(e) => {
-                        let name = item
-                            .get("name")
-                            .and_then(serde_json::Value::as_str)
-                            .unwrap_or("?");
-                        tracing::error!(provider = %name, error = %e, "provider skipped: unexpected shape");
-                    }
-                }
+            out.extend(providers_of(p.results));
+            match next_page(&p.pagination, page)? {
+                Some(next) => page = next,
+                None => return Ok(out),
             }
-            let next = p.pagination.next as u64;
-            if next == 0 || next <= page {
-                return Ok(out);
-            }
-            if next > MAX_PAGES {
-                return Err(OidcError::Invalid("too many provider pages".into()));
-            }
-            page = next;
         }
     }
 
@@ -287,6 +306,31 @@ impl Api {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paging_always_ends() {
+        let p = |next: f64| Pagination {
+            next,
+            ..Default::default()
+        };
+        assert_eq!(next_page(&p(2.0), 1).unwrap(), Some(2));
+        assert_eq!(next_page(&p(100.0), 99).unwrap(), Some(100));
+        for (next, page) in [(0.0, 1), (1.0, 1), (1.0, 3), (f64::NAN, 1), (-3.0, 1)] {
+            assert_eq!(
+                next_page(&p(next), page).unwrap(),
+                None,
+                "{next} after {page}"
+            );
+        }
+        for next in [101.0, 1e300, f64::INFINITY] {
+            assert!(next_page(&p(next), 1).is_err(), "{next}");
+        }
+        let results = vec![
+            serde_json::json!({"pk": "x", "name": "odd"}),
+            serde_json::json!(7),
+        ];
+        assert!(providers_of(results).is_empty(), "odd shapes are skipped");
+    }
 
     #[test]
     fn provider_shape_parses_with_defaults() {

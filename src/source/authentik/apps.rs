@@ -24,8 +24,9 @@ fn parse_url(s: Option<&str>) -> Option<Url> {
 }
 
 /// The discovery document a provider's `oidc_configuration` amounts to; browser-facing
-/// endpoints move to `AUTHENTIK_HOST_BROWSER` when it is set.
-fn discovery_for(p: &ProxyProvider, browser: Option<&Url>) -> Option<Discovery> {
+/// endpoints move to `AUTHENTIK_HOST_BROWSER` when it is set. `None` unless the authorization
+/// and token endpoints are http(s) URLs. Public for the fuzz targets (`fuzz/`).
+pub fn discovery_for(p: &ProxyProvider, browser: Option<&Url>) -> Option<Discovery> {
     let c = &p.oidc_configuration;
     let mut authorize = parse_url(Some(&c.authorization_endpoint))?;
     let mut end_session = parse_url(c.end_session_endpoint.as_deref());
@@ -117,8 +118,8 @@ pub async fn build_runtime(
 }
 
 /// A provider's validated application settings; `None` (logged) when its mode or its
-/// settings cannot be served.
-fn spec_for(env: &AuthentikEnv, p: &ProxyProvider) -> Option<AppSpec> {
+/// settings cannot be served. Public for the fuzz targets (`fuzz/`).
+pub fn spec_for(env: &AuthentikEnv, p: &ProxyProvider) -> Option<AppSpec> {
     let Some(mode) = mode_of(p) else {
         tracing::error!(provider = %p.name, mode = ?p.mode, "provider skipped: unknown mode");
         return None;
