@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need (nginx, caddy, the reference IdP's npm
 # packages), checks the code's shape (layering and import cycles, clippy with warnings as
-# errors, rustdoc without warnings), then builds and runs every unit and integration test.
+# errors, rustdoc without warnings), then builds and runs every unit and integration test
+# (`AK_OUTPOST_FUZZ_SMOKE=1`: then also a short run of every fuzz target, see fuzz/README.md).
 #
 # Two phases: first the packaging tests, whose static fat-LTO release build keeps both cores
 # busy for minutes; then everything else, on a machine no longer busy compiling (tests that
@@ -22,5 +23,12 @@ if command -v cargo-nextest >/dev/null 2>&1; then
 else
   cargo test --locked --no-fail-fast --test packaging -- --test-threads 2 || status=$?
   cargo test --locked --no-fail-fast -- --test-threads 2 || status=$?
+fi
+# The fuzz targets' code runs above on stable (tests/fuzz_corpus.rs: corpora + random inputs).
+# The real libFuzzer targets only on request: their first build (every dependency instrumented,
+# with ASan) takes 10+ minutes on two cores; scripts/fuzz.sh installs cargo-fuzz if missing and
+# fails if a target crashes.
+if [ "${AK_OUTPOST_FUZZ_SMOKE:-}" = 1 ]; then
+  FUZZ_RUNS=2000 bash scripts/fuzz.sh 0 || status=$?
 fi
 exit "$status"

@@ -1,0 +1,5 @@
+#![no_main]
+//! See `ak_outpost_fuzz::config_yaml` for the input format and the invariants.
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| ak_outpost_fuzz::config_yaml::run(data));
