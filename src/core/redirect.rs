@@ -220,4 +220,179 @@ mod tests {
         assert_eq!(rd_from_query("x=1").as_deref(), None);
         assert_eq!(rd_from_query("rd=").as_deref(), Some(""));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+        use url::Host;
+
+        use super::*;
+
+        /// Hosts near the applications' own: look-alikes, suffix and prefix tricks, IPs, IDN.
+        fn host() -> impl Strategy<Value = String> {
+            prop_oneof![
+                2 => prop::sample::select(vec![
+                    "app.example.com", "APP.Example.com", "app.example.com.", "example.com",
+                    "auth.example.com", "grafana.example.com", "a.b.example.com",
+                ])
+                .prop_map(str::to_string),
+                2 => prop::sample::select(vec![
+                    "evil.com", "app.example.com.evil.com", "evilapp.example.com",
+                    "evilexample.com", "example.com.evil.com", "exa%6Dple.com",
+                    "app%2eexample.com", "10.0.0.1", "0x7f.1", "[::1]", "xn--bcher-kva.example",
+                    "bücher.example.com", "ａｐｐ.example.com", "app.example.com%00", "", " ",
+                ])
+                .prop_map(str::to_string),
+                1 => "[a-z0-9-]{1,8}(\\.[a-z0-9-]{1,8}){0,3}(\\.example\\.com)?",
+            ]
+        }
+
+        /// One of `common` (half the time) or of `rare`.
+        fn piece(
+            common: &'static str,
+            rare: Vec<&'static str>,
+        ) -> impl Strategy<Value = &'static str> {
+            prop_oneof![Just(common), prop::sample::select(rare)]
+        }
+
+        /// Targets built from hostile pieces, sometimes with characters percent-encoded.
+        fn target() -> impl Strategy<Value = String> {
+            let scheme = piece(
+                "https://",
+                vec![
+                    "http://",
+                    "HTTPS://",
+                    "//",
+                    "/",
+                    "\\\\",
+                    "/\\",
+                    "https:",
+                    "https:/",
+                    "https:///",
+                    "javascript:",
+                    "ftp://",
+                    "data:text/html,",
+                    " https://",
+                    "",
+                ],
+            );
+            let userinfo = piece(
+                "",
+                vec![
+                    "user@",
+                    "user:pw@",
+                    "app.example.com@",
+                    "evil.com%2F@",
+                    "evil.com\\@",
+                    "@",
+                    ":@",
+                ],
+            );
+            let port = piece("", vec![":443", ":80", ":8443", ":0", ":"]);
+            let path = "(/[a-zA-Z0-9%._~!$&'()*+,;=:@\\\\-]{0,8}){0,4}(\\?[a-z=&/:.]{0,12})?(#[a-z/]{0,6})?";
+            (scheme, userinfo, host(), port, path, any::<u64>()).prop_map(
+                |(scheme, userinfo, host, port, path, enc)| {
+                    let raw = format!("{scheme}{userinfo}{host}{port}{path}");
+                    if enc % 4 != 0 {
+                        return raw;
+                    }
+                    // A quarter of the time, percent-encode some ASCII characters.
+                    raw.chars()
+                        .enumerate()
+                        .map(|(i, c)| {
+                            if c.is_ascii() && (enc >> (i % 61)) & 7 == 7 {
+                                format!("%{:02X}", c as u32)
+                            } else {
+                                c.to_string()
+                            }
+                        })
+                        .collect()
+                },
+            )
+        }
+
+        fn in_domain(host: &str, domain: &str) -> bool {
+            let host = host.trim_end_matches('.');
+            host == domain || host.ends_with(&format!(".{domain}"))
+        }
+
+        /// The checks every accepted target passes, for either application.
+        fn assert_safe(raw: &str, app: &AppSpec) -> Result<(), TestCaseError> {
+            let Some(t) = RedirectTarget::parse(raw, app) else {
+                return Ok(());
+            };
+            let u = t.url();
+            prop_assert!(matches!(u.scheme(), "http" | "https"), "{raw:?} -> {u}");
+            prop_assert!(
+                u.username().is_empty() && u.password().is_none(),
+                "{raw:?} -> {u}"
+            );
+            prop_assert!(u.fragment().is_none(), "{raw:?} -> {u}");
+            let host = u.host_str().unwrap_or_default();
+            let same = u.host() == app.external_host.host() && u.port() == app.external_host.port();
+            match app.mode {
+                Mode::ForwardDomain => prop_assert!(
+                    same || (matches!(u.host(), Some(Host::Domain(_)))
+                        && in_domain(host, &app.cookie_domain)),
+                    "{raw:?} -> {u}"
+                ),
+                _ => prop_assert!(same, "{raw:?} -> {u}"),
+            }
+            let trimmed = raw.trim_matches(' ');
+            if trimmed.starts_with('/') {
+                prop_assert!(same, "a path left the host: {raw:?} -> {u}");
+            }
+            // What a browser reads back from the Location header is the same URL.
+            prop_assert_eq!(&Url::parse(t.as_str()).unwrap(), u);
+            Ok(())
+        }
+
+        /// The generator is not vacuous: many of its targets are accepted, by either app.
+        #[test]
+        fn generated_targets_are_often_accepted() {
+            use proptest::strategy::ValueTree;
+            use proptest::test_runner::TestRunner;
+            let mut runner = TestRunner::deterministic();
+            let (single, domain) = (single(), domain());
+            let (mut by_single, mut by_domain) = (0, 0);
+            for _ in 0..2000 {
+                let raw = target().new_tree(&mut runner).unwrap().current();
+                by_single += usize::from(RedirectTarget::parse(&raw, &single).is_some());
+                by_domain += usize::from(RedirectTarget::parse(&raw, &domain).is_some());
+            }
+            eprintln!("accepted of 2000: {by_single} (single), {by_domain} (domain)");
+            assert!(
+                by_single >= 40 && by_domain >= 150,
+                "{by_single} {by_domain}"
+            );
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn accepted_targets_stay_on_the_application(raw in target()) {
+                assert_safe(&raw, &single())?;
+                assert_safe(&raw, &domain())?;
+            }
+
+            #[test]
+            fn any_text_is_safe(raw in ".{0,40}") {
+                assert_safe(&raw, &single())?;
+                assert_safe(&raw, &domain())?;
+            }
+
+            /// Not vacuous: a plain path on the application's own host is accepted as is.
+            #[test]
+            fn own_paths_are_accepted(path in "(/[a-zA-Z0-9._~-]{1,8}){1,4}(\\?[a-z]{1,4}=[a-z0-9]{0,4})?") {
+                let t = RedirectTarget::parse(&format!("https://app.example.com{path}"), &single());
+                prop_assert_eq!(
+                    t.map(|t| t.as_str().to_string()),
+                    Some(Url::parse(&format!("https://app.example.com{path}")).unwrap().to_string())
+                );
+                prop_assert!(RedirectTarget::parse(&path, &single()).is_some());
+                let sub = format!("https://grafana.example.com{path}");
+                prop_assert!(RedirectTarget::parse(&sub, &domain()).is_some());
+            }
+        }
+    }
 }

@@ -461,4 +461,173 @@ mod tests {
         assert!(!short.needs_renewal(1014));
         assert!(short.needs_renewal(1015));
     }
+
+    mod properties {
+        use std::sync::Arc;
+
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::core::app::{AppExtras, AppSpec, Mode};
+        use crate::core::seal::Sealer;
+
+        const NOW: i64 = 1_700_000_000;
+
+        fn site() -> Site {
+            let spec = AppSpec::new(
+                "t".into(),
+                "https://app.example.com",
+                Mode::ForwardSingle,
+                "",
+                "",
+                vec![],
+            )
+            .unwrap();
+            Site {
+                spec,
+                sealer: Arc::new(Sealer::new(&[7; 32], "session")),
+                cookie_name: "authentik_proxy_948fe603".into(),
+                provider_name: "p".into(),
+                app_slug: "a".into(),
+                extras: AppExtras::default(),
+            }
+        }
+
+        /// Text of any characters (controls, quotes, non-BMP included).
+        fn text(max: usize) -> impl Strategy<Value = String> {
+            proptest::collection::vec(any::<char>(), 0..=max).prop_map(String::from_iter)
+        }
+
+        /// Sessions from tiny to several chunks (a long ID token or many groups), with any
+        /// characters in the identity.
+        fn session() -> impl Strategy<Value = Session> {
+            let identity = (
+                text(20).prop_filter("sub is required", |s| !s.is_empty()),
+                text(20),
+                text(30),
+                proptest::collection::vec(text(24), 0..120),
+                proptest::option::of(text(10)),
+            )
+                .prop_map(|(sub, username, email, groups, sid)| Identity {
+                    sub,
+                    username,
+                    email,
+                    groups,
+                    sid,
+                    ..Default::default()
+                });
+            (
+                identity,
+                "[A-Za-z0-9._-]{1,1200}",
+                proptest::option::of("[A-Za-z0-9._-]{1,200}"),
+                proptest::option::of("[A-Za-z0-9._-]{1,9000}"),
+                1i64..10_000_000,
+            )
+                .prop_map(|(identity, at, rt, it, ttl)| Session {
+                    version: 1,
+                    identity,
+                    access_token: at,
+                    access_expires_at: NOW + 300,
+                    access_issued_at: NOW,
+                    refresh_token: rt,
+                    id_token: it,
+                    expires_at: NOW + ttl,
+                })
+                .prop_filter("must fit in MAX_CHUNKS cookies", |s| {
+                    s.sealed_len() <= MAX_CHUNKS * CHUNK_LEN
+                })
+        }
+
+        /// The `name=value` parts of `Set-Cookie` values.
+        fn pairs(set: &[HeaderValue]) -> Vec<String> {
+            set.iter()
+                .map(|h| h.to_str().unwrap().split(';').next().unwrap().to_string())
+                .collect()
+        }
+
+        fn same(a: &Session, b: &Session) -> bool {
+            serde_json::to_value(a).unwrap() == serde_json::to_value(b).unwrap()
+        }
+
+        /// The joined sealed value of `pairs`, as `read_session_cookies` reads it.
+        fn sealed_of(pairs: &[String]) -> Vec<u8> {
+            pairs
+                .iter()
+                .flat_map(|p| p.split_once('=').unwrap().1.bytes())
+                .collect()
+        }
+
+        /// `sealed` cut into chunk cookies as `session_set_cookies` does, in one header.
+        fn header_for(site: &Site, sealed: &[u8]) -> HeaderMap {
+            let mut line = Vec::new();
+            for (i, chunk) in sealed.chunks(CHUNK_LEN).enumerate() {
+                if i > 0 {
+                    line.extend_from_slice(b"; ");
+                }
+                line.extend_from_slice(chunk_name(&site.cookie_name, i).as_bytes());
+                line.push(b'=');
+                line.extend_from_slice(chunk);
+            }
+            let mut h = HeaderMap::new();
+            h.append(COOKIE, HeaderValue::from_bytes(&line).unwrap());
+            h
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+
+            /// Any session comes back whole, whatever the order and the grouping of its chunk
+            /// cookies in `Cookie` headers.
+            #[test]
+            fn sessions_round_trip(s in session(), order in any::<u64>(), split in any::<u64>()) {
+                let site = site();
+                let set = session_set_cookies(&site, &s, NOW, 0);
+                prop_assert!(!set.is_empty() && set.len() <= MAX_CHUNKS);
+                let mut pairs = pairs(&set);
+                // Browsers send cookies in any order, in one header or (HTTP/2) several.
+                let n = pairs.len() as u64;
+                pairs.rotate_left((order % n) as usize);
+                let mut h = HeaderMap::new();
+                let cut = (split % (n + 1)) as usize;
+                for part in [&pairs[..cut], &pairs[cut..]] {
+                    if !part.is_empty() {
+                        h.append(COOKIE, HeaderValue::from_str(&part.join("; ")).unwrap());
+                    }
+                }
+                let cookies = read_session_cookies(&h, &site.cookie_name);
+                prop_assert_eq!(cookies.chunks_sent, set.len());
+                match open_session(&site, &cookies, NOW) {
+                    CookieState::Present(back) => prop_assert!(same(&back, &s)),
+                    other => prop_assert!(false, "did not open: {:?}", other),
+                }
+                prop_assert!(matches!(
+                    open_session(&site, &cookies, s.expires_at),
+                    CookieState::Invalid
+                ), "expired sessions do not open");
+            }
+
+            /// Any change of one byte of the sealed value, in any chunk, makes it Invalid.
+            #[test]
+            fn one_byte_changed_is_invalid(
+                s in session(),
+                at in any::<prop::sample::Index>(),
+                byte in prop_oneof![Just(b'\t'), 0x20u8..0x7f, 0x80u8..=0xff],
+            ) {
+                let site = site();
+                let mut sealed = sealed_of(&pairs(&session_set_cookies(&site, &s, NOW, 0)));
+                let i = at.index(sealed.len());
+                prop_assume!(sealed[i] != byte);
+                // Unchanged, it opens: the change is what is refused.
+                let h = header_for(&site, &sealed);
+                let intact = read_session_cookies(&h, &site.cookie_name);
+                prop_assert!(matches!(open_session(&site, &intact, NOW), CookieState::Present(_)));
+                sealed[i] = byte;
+                prop_assert_eq!(site.sealer.unseal(site.cookie_name.as_bytes(), &sealed), None);
+                let h = header_for(&site, &sealed);
+                let cookies = read_session_cookies(&h, &site.cookie_name);
+                let state = open_session(&site, &cookies, NOW);
+                prop_assert!(matches!(state, CookieState::Invalid), "{:?}", state);
+            }
+        }
+    }
 }
