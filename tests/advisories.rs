@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ak_outpost::core::app::{AppSpec, Mode, cookie_name, host_in_domain};
+use ak_outpost::core::app::{AppSpec, Mode, host_in_domain};
 use ak_outpost::core::login::{LoginState, binding_hash};
 use ak_outpost::core::redirect::RedirectTarget;
 use ak_outpost::core::seal::Sealer;
@@ -21,6 +21,7 @@ use ak_outpost::source::authentik::env::AuthentikEnv;
 use common::caddy::{Caddy, CaddyVars};
 use common::echo::EchoApp;
 use common::fake_authentik::{FakeAuthentik, FakeUser, ProviderSpec};
+use common::hostile::*;
 use common::nginx::{Example, Nginx, NginxVars};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -53,51 +54,12 @@ fn origin(u: &str) -> Option<String> {
     ))
 }
 
-/// Percent-encodes a query value (every byte but unreserved characters).
-fn enc(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-fn looks_like_echo(body: &str) -> bool {
-    serde_json::from_str::<serde_json::Value>(body)
-        .map(|v| v.get("headers").is_some() && v.get("path").is_some())
-        .unwrap_or(false)
-}
-
-/// Whether a page is the echo app's answer (the request reached the protected app).
-fn reached_app(p: &Page) -> bool {
-    p.status == 200 && looks_like_echo(&p.body)
-}
-
-/// One cookie's value from the `Cookie` header a browser would send to `url`.
-fn cookie_value(b: &Browser, url: &str, name: &str) -> Option<String> {
-    b.cookies_for(url).split(';').find_map(|pair| {
-        let (k, v) = pair.trim().split_once('=')?;
-        (k == name).then(|| v.to_string())
-    })
-}
-
-fn session_cookie_name() -> String {
-    cookie_name(CLIENT_ID)
-}
-
-fn binding_cookie_name() -> String {
-    format!("{}_login", session_cookie_name())
-}
-
 /// The session in a sealed cookie value, opened with the test secret.
 fn open_session(value: &str) -> Session {
     let plain = Sealer::new(SECRET.as_bytes(), "session")
         .unseal(session_cookie_name().as_bytes(), value)
         .expect("the session cookie opens with SECRET");
     serde_json::from_slice(&plain).expect("session JSON")
-}
-
-/// The result of following redirects while refusing to leave a set of origins.
-struct Walk {
-    pages: Vec<Page>,
-    /// The first redirect target outside the fetchable origins (not requested).
-    left_to: Option<String>,
 }
 
 impl Walk {
@@ -146,14 +108,6 @@ async fn walk(b: &Browser, url: &str, fetchable: &[String]) -> Walk {
         }
     }
     panic!("redirect loop from {url}");
-}
-
-/// A raw HTTP answer.
-#[derive(Debug)]
-struct Raw {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
 }
 
 impl Raw {
@@ -277,19 +231,6 @@ async fn via_proxy(port: u16, target: &[u8], headers: &[(&str, &[u8])]) -> Raw {
         get_request(target, headers),
     )
     .await
-}
-
-/// The IdP login form's action.
-fn login_form_action(html: &str) -> Option<String> {
-    let i = html.find("<form")?;
-    let rest = &html[i..];
-    let a = rest.find("action=\"")? + "action=\"".len();
-    let end = rest[a..].find('"')?;
-    Some(rest[a..a + end].replace("&amp;", "&"))
-}
-
-fn is_callback(u: &str) -> bool {
-    Url::parse(u).is_ok_and(|u| u.path() == "/outpost.goauthentik.io/callback")
 }
 
 /// Drives `b` from `url` through the IdP (submitting the login form as `user` when shown) up

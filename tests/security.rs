@@ -8,10 +8,10 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ak_outpost::core::app::cookie_name;
 use ak_outpost::core::seal::Sealer;
 use ak_outpost::core::session::Session;
 use ak_outpost::core::token::{random_token, unix_now};
+use common::hostile::*;
 use common::nginx::{Example, Nginx, NginxVars};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,45 +37,6 @@ fn origin(u: &str) -> Option<String> {
         u.host_str()?,
         u.port_or_known_default()?
     ))
-}
-
-/// Percent-encodes a query value (every byte but unreserved characters).
-fn enc(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-/// Whether a page is the echo app's answer (the request reached the protected app).
-fn reached_app(p: &Page) -> bool {
-    p.status == 200 && looks_like_echo(&p.body)
-}
-
-fn looks_like_echo(body: &str) -> bool {
-    serde_json::from_str::<serde_json::Value>(body)
-        .map(|v| v.get("headers").is_some() && v.get("path").is_some())
-        .unwrap_or(false)
-}
-
-/// One cookie's value from the `Cookie` header a browser would send to `url`.
-fn cookie_value(b: &Browser, url: &str, name: &str) -> Option<String> {
-    b.cookies_for(url).split(';').find_map(|pair| {
-        let (k, v) = pair.trim().split_once('=')?;
-        (k == name).then(|| v.to_string())
-    })
-}
-
-fn session_cookie_name() -> String {
-    cookie_name(CLIENT_ID)
-}
-
-fn binding_cookie_name() -> String {
-    format!("{}_login", session_cookie_name())
-}
-
-/// The result of following redirects while refusing to leave a set of origins.
-struct Walk {
-    pages: Vec<Page>,
-    /// The first redirect target outside the fetchable origins (not requested).
-    left_to: Option<String>,
 }
 
 impl Walk {
@@ -123,14 +84,6 @@ async fn walk(b: &Browser, url: &str, fetchable: &[String]) -> Walk {
         "redirect loop from {url}: {:?}",
         pages.iter().map(|p| &p.url).collect::<Vec<_>>()
     );
-}
-
-/// A raw HTTP answer.
-#[derive(Debug)]
-struct Raw {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
 }
 
 impl Raw {
@@ -224,19 +177,6 @@ async fn via_nginx(port: u16, target: &str, headers: &[(&str, &[u8])]) -> Raw {
         get_request(target, headers),
     )
     .await
-}
-
-/// The IdP login form's action.
-fn login_form_action(html: &str) -> Option<String> {
-    let i = html.find("<form")?;
-    let rest = &html[i..];
-    let a = rest.find("action=\"")? + "action=\"".len();
-    let end = rest[a..].find('"')?;
-    Some(rest[a..a + end].replace("&amp;", "&"))
-}
-
-fn is_callback(u: &str) -> bool {
-    Url::parse(u).is_ok_and(|u| u.path() == "/outpost.goauthentik.io/callback")
 }
 
 /// Drives `b` from `url` through the IdP (submitting the login form as `user` when shown) up

@@ -6,6 +6,7 @@
 pub mod caddy;
 pub mod echo;
 pub mod fake_authentik;
+pub mod hostile;
 pub mod nginx;
 
 use std::io::{BufRead, BufReader};
