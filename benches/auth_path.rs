@@ -20,8 +20,8 @@ use ak_outpost::core::request::AuthRequest;
 use ak_outpost::core::seal::Sealer;
 use ak_outpost::core::session::{Session, open_session, read_session_cookies};
 use ak_outpost::core::token::unix_now;
-use ak_outpost::http::handlers;
-use ak_outpost::http::respond;
+use ak_outpost::http::handlers::{self, Conn};
+use ak_outpost::http::respond::{self, Body};
 use ak_outpost::provider::ClientAuth;
 use ak_outpost::provider::{ClientSettings, Discovery, OidcClient};
 use ak_outpost::state::application::{AppSet, Application};
@@ -124,6 +124,7 @@ fn application(oidc: Arc<OidcClient>) -> Arc<Application> {
     )
     .unwrap();
     Arc::new(Application {
+        upstream: None,
         metrics: ak_outpost::state::metrics::host_metrics(&spec.host_key()),
         site: Site {
             provider_name: spec.name.clone(),
@@ -135,6 +136,7 @@ fn application(oidc: Arc<OidcClient>) -> Arc<Application> {
                 basic_auth: None,
                 bearer_header: true,
                 basic_header: false,
+                intercept_header_auth: true,
             },
         },
         oidc,
@@ -272,9 +274,15 @@ fn benches(c: &mut Criterion) {
     let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
     let no_cookie = auth_request(None);
     let check_once = |p: &http::request::Parts| {
-        handlers::handle(&outpost, p.clone(), peer, &mut None)
-            .now_or_never()
-            .expect("a cached check never waits")
+        handlers::handle(
+            &outpost,
+            p.clone(),
+            Body::empty(),
+            Conn { peer, tls: false },
+            &mut None,
+        )
+        .now_or_never()
+        .expect("a cached check never waits")
     };
     assert_eq!(check_once(&parts).status(), StatusCode::OK);
     assert_eq!(check_once(&no_cookie).status(), StatusCode::UNAUTHORIZED);
@@ -282,9 +290,15 @@ fn benches(c: &mut Criterion) {
         b.iter_batched(
             || parts.clone(),
             |p| {
-                handlers::handle(&outpost, p, peer, &mut None)
-                    .now_or_never()
-                    .expect("a cached check never waits")
+                handlers::handle(
+                    &outpost,
+                    p,
+                    Body::empty(),
+                    Conn { peer, tls: false },
+                    &mut None,
+                )
+                .now_or_never()
+                .expect("a cached check never waits")
             },
             BatchSize::SmallInput,
         )
@@ -293,9 +307,15 @@ fn benches(c: &mut Criterion) {
         b.iter_batched(
             || no_cookie.clone(),
             |p| {
-                handlers::handle(&outpost, p, peer, &mut None)
-                    .now_or_never()
-                    .expect("no I/O without a cookie")
+                handlers::handle(
+                    &outpost,
+                    p,
+                    Body::empty(),
+                    Conn { peer, tls: false },
+                    &mut None,
+                )
+                .now_or_never()
+                .expect("no I/O without a cookie")
             },
             BatchSize::SmallInput,
         )

@@ -12,6 +12,7 @@ use url::Url;
 
 use crate::core::paths::CALLBACK_PATH;
 use crate::core::seal::Sealer;
+use crate::core::upstream::Upstream;
 
 /// How the external reverse proxy and the outpost share the work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,8 +21,8 @@ pub enum Mode {
     ForwardSingle,
     /// One login for every host under `cookie_domain`; `external_host` is the central auth host.
     ForwardDomain,
-    /// authentik's mode where the outpost itself proxies to `internal_host`. Not served: such
-    /// providers are listed at start-up and their hosts get an explanatory error page.
+    /// The outpost is the reverse proxy: it logs users in on the application's own host and
+    /// forwards their requests to the upstream (`internal_host`).
     Proxy,
 }
 
@@ -48,6 +49,9 @@ pub struct AppSpec {
     pub redirect_uri: String,
     /// Let CORS preflights through unauthenticated (they carry no cookies).
     pub allow_cors_preflight: bool,
+    /// Where proxy mode forwards requests; set (by the configuration source) exactly when
+    /// `mode` is [`Mode::Proxy`].
+    pub upstream: Option<Upstream>,
 }
 
 impl AppSpec {
@@ -142,6 +146,7 @@ impl AppSpec {
                     allowed_groups,
                     redirect_uri,
                     allow_cors_preflight: false,
+                    upstream: None,
                 })
             }
             _ => Err(errs),
@@ -296,6 +301,9 @@ pub struct AppExtras {
     pub bearer_header: bool,
     /// Accept `Authorization: Basic` credentials (authentik app passwords).
     pub basic_header: bool,
+    /// Proxy mode: a request with an `Authorization` header that authenticates nobody gets a
+    /// 401 page instead of a login redirect (authentik's `intercept_header_auth`).
+    pub intercept_header_auth: bool,
 }
 
 /// `example.com:8443` → `example.com`; `[::1]:80` → `[::1]`.

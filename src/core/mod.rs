@@ -16,3 +16,4 @@ pub mod request;
 pub mod seal;
 pub mod session;
 pub mod token;
+pub mod upstream;

@@ -25,6 +25,9 @@ pub enum Flavour {
     Traefik,
     Caddy,
     Envoy,
+    /// Proxy mode: no reverse proxy asks; the outpost is the proxy and judges the
+    /// application's own requests (never named by a path).
+    Proxy,
 }
 
 impl Flavour {
@@ -34,6 +37,7 @@ impl Flavour {
             Flavour::Traefik => "traefik",
             Flavour::Caddy => "caddy",
             Flavour::Envoy => "envoy",
+            Flavour::Proxy => "proxy",
         }
     }
 }

@@ -319,6 +319,7 @@ impl<'a> AuthRequest<'a> {
     pub fn parse(flavour: Flavour, parts: &'a Parts, trusted: bool) -> AuthRequest<'a> {
         let h = &parts.headers;
         let original = match flavour {
+            Flavour::Proxy => Self::proxied_url(parts, trusted, false),
             Flavour::Envoy => Self::envoy_url(parts, trusted),
             _ if !trusted => Err(ForwardError::Untrusted),
             Flavour::Nginx => Self::nginx_url(parts),
@@ -352,6 +353,34 @@ impl<'a> AuthRequest<'a> {
             preflight: method.eq_ignore_ascii_case("OPTIONS")
                 && header_str(h, ACCESS_CONTROL_REQUEST_METHOD).is_some(),
         }
+    }
+
+    /// Proxy mode: the application's own request, on the connection (TLS or not) it came in
+    /// on. Only a trusted proxy in front may say the scheme was https.
+    pub fn proxied(parts: &'a Parts, trusted: bool, tls: bool) -> AuthRequest<'a> {
+        let h = &parts.headers;
+        let method = parts.method.as_str();
+        AuthRequest {
+            flavour: Flavour::Proxy,
+            original: Self::proxied_url(parts, trusted, tls),
+            navigation: is_navigation(method, h),
+            preflight: method.eq_ignore_ascii_case("OPTIONS")
+                && header_str(h, ACCESS_CONTROL_REQUEST_METHOD).is_some(),
+        }
+    }
+
+    fn proxied_url(
+        parts: &Parts,
+        trusted: bool,
+        tls: bool,
+    ) -> Result<OriginalUrl<'a>, ForwardError> {
+        let forwarded = trusted
+            .then(|| header_str(&parts.headers, X_FORWARDED_PROTO).map(first_value))
+            .flatten();
+        let scheme = forwarded.unwrap_or(if tls { "https" } else { "http" });
+        let host = request_host(parts, false, None).ok_or(ForwardError::Missing)?;
+        let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        absolute(scheme, host, pq).ok_or(ForwardError::Unparsable)
     }
 
     /// The host that selects the application: for nginx the original URL's (already checked

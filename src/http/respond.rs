@@ -7,9 +7,8 @@ use http::header::{
     WWW_AUTHENTICATE,
 };
 use http::{Response, StatusCode};
-use http_body_util::Full;
 
-pub type Body = Full<Bytes>;
+pub use crate::state::body::Body;
 
 /// A response with a plain-text body (Go's `http.Error` shape).
 pub fn text(status: StatusCode, msg: &str) -> Response<Body> {
@@ -17,7 +16,7 @@ pub fn text(status: StatusCode, msg: &str) -> Response<Body> {
 }
 
 fn plain(status: StatusCode, body: Bytes) -> Response<Body> {
-    let mut r = Response::new(Full::new(body));
+    let mut r = Response::new(Body::new(body));
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(
@@ -33,7 +32,7 @@ fn plain(status: StatusCode, body: Bytes) -> Response<Body> {
 
 /// An empty response.
 pub fn empty(status: StatusCode) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::new()));
+    let mut r = Response::new(Body::new(Bytes::new()));
     *r.status_mut() = status;
     r
 }
@@ -41,7 +40,7 @@ pub fn empty(status: StatusCode) -> Response<Body> {
 /// `302 Found` to `location`.
 pub fn redirect(location: &str) -> Response<Body> {
     let body = format!("<a href=\"{}\">Found</a>.\n", html_escape(location));
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let mut r = Response::new(Body::new(Bytes::from(body)));
     *r.status_mut() = StatusCode::FOUND;
     let h = r.headers_mut();
     match HeaderValue::from_str(location) {
@@ -74,7 +73,7 @@ h1{{font-size:1.4rem}}p{{line-height:1.5}}</style></head>\
         t = html_escape(title),
         m = html_escape(message)
     );
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let mut r = Response::new(Body::new(Bytes::from(body)));
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(
@@ -95,7 +94,7 @@ pub fn no_app(host: &str) -> Response<Body> {
     let body = format!(
         "{{\n\t\"Message\": \"no app for hostname\",\n\t\"Host\": {host_json},\n\t\"Detail\": {detail}\n}}"
     );
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let mut r = Response::new(Body::new(Bytes::from(body)));
     *r.status_mut() = StatusCode::BAD_REQUEST;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -4,7 +4,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,12 +12,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::http::handlers::{self, LogInfo};
-use crate::http::limits::{Limits, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_PEER, Slot};
+use crate::http::handlers::{self, Conn, LogInfo};
+use crate::http::limits::{Limits, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_PEER};
 use crate::http::respond::Body;
 use crate::state::outpost::Outpost;
 
@@ -52,7 +51,7 @@ pub async fn serve(
     outpost: Arc<Outpost>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let graceful = GracefulShutdown::new();
+    let (drain, _) = watch::channel(false);
     let limits = Limits::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_PEER);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -81,19 +80,33 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true); // best effort; latency only
                 let outpost = Arc::clone(&outpost);
                 match &tls {
-                    None => spawn_conn(TokioIo::new(stream), kind, outpost, peer, &graceful, slot),
+                    None => {
+                        let info = Conn { peer, tls: false };
+                        let conn = http1_builder()
+                            .serve_connection(TokioIo::new(stream), service(kind, outpost, info))
+                            .with_upgrades();
+                        let stop = drain.subscribe();
+                        tokio::spawn(async move {
+                            let _slot = slot;
+                            if let Err(e) = until_drained(conn, stop).await {
+                                tracing::debug!(error = %e, "connection ended with an error");
+                            }
+                        });
+                    }
                     Some(acceptor) => {
                         // The handshake runs in its own task so a slow client cannot stall
                         // the accept loop; drained connections are tracked once it completes.
                         let acceptor = acceptor.clone();
-                        let watcher = graceful.watcher();
+                        let stop = drain.subscribe();
                         tokio::spawn(async move {
                             let _slot = slot;
                             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                                 Ok(Ok(tls_stream)) => {
+                                    let info = Conn { peer, tls: true };
                                     let conn = http1_builder()
-                                        .serve_connection(TokioIo::new(tls_stream), service(kind, outpost, peer));
-                                    if let Err(e) = watcher.watch(conn).await {
+                                        .serve_connection(TokioIo::new(tls_stream), service(kind, outpost, info))
+                                        .with_upgrades();
+                                    if let Err(e) = until_drained(conn, stop).await {
                                         tracing::debug!(error = %e, "TLS connection ended with an error");
                                     }
                                 }
@@ -108,8 +121,11 @@ pub async fn serve(
         }
     }
     drop(listener);
+    // Every connection finishes its request in flight and closes; the drain ends when the
+    // last one has (each holds a receiver).
+    let _ = drain.send(true);
     tokio::select! {
-        _ = graceful.shutdown() => {}
+        _ = drain.closed() => {}
         _ = tokio::time::sleep(DRAIN_TIMEOUT) => {
             tracing::warn!("connections still open after the drain timeout; closing them");
         }
@@ -128,7 +144,7 @@ fn http1_builder() -> http1::Builder {
 fn service(
     kind: Listener,
     outpost: Arc<Outpost>,
-    peer: SocketAddr,
+    conn: Conn,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response<Body>,
@@ -136,36 +152,46 @@ fn service(
     Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
 > + Send
 + 'static {
-    service_fn(move |req| answer(Arc::clone(&outpost), kind, req, peer))
+    service_fn(move |req| answer(Arc::clone(&outpost), kind, req, conn))
 }
 
-fn spawn_conn(
-    io: TokioIo<tokio::net::TcpStream>,
-    kind: Listener,
-    outpost: Arc<Outpost>,
-    peer: SocketAddr,
-    graceful: &GracefulShutdown,
-    slot: Slot,
-) {
-    let conn = http1_builder().serve_connection(io, service(kind, outpost, peer));
-    let conn = graceful.watch(conn);
-    tokio::spawn(async move {
-        let _slot = slot;
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "connection ended with an error");
-        }
-    });
+/// Serves a connection until it ends or a drain begins; then lets its request in flight
+/// finish and closes it. A connection that switched protocols (proxy mode's WebSockets) has
+/// already ended here: its bridge runs on its own.
+async fn until_drained<I, S>(
+    conn: http1::UpgradeableConnection<I, S>,
+    mut stop: watch::Receiver<bool>,
+) -> hyper::Result<()>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = Body> + Send,
+    S::Future: Send,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut conn = std::pin::pin!(conn);
+    let draining = async move {
+        // The guard `wait_for` returns is not kept across the next await.
+        let _ = stop.wait_for(|draining| *draining).await.is_ok();
+    };
+    tokio::select! {
+        r = conn.as_mut() => return r,
+        _ = draining => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    conn.await
 }
 
 async fn answer(
     outpost: Arc<Outpost>,
     kind: Listener,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    conn: Conn,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
-    // Request bodies are never used; dropping it lets hyper discard it.
-    let (parts, _body) = req.into_parts();
+    let peer = conn.peer;
+    // Only proxy mode reads a request body (streamed upstream); elsewhere dropping it lets
+    // hyper discard it.
+    let (parts, body) = req.into_parts();
     let method = parts.method.clone();
     // Cloning the URI shares its buffer; no copy of the path on the hot path.
     let uri = parts.uri.clone();
@@ -176,7 +202,7 @@ async fn answer(
     let mut answered_by = None;
     let mut resp = match kind {
         Listener::Http => {
-            handlers::handle(&outpost, parts, peer, &mut answered_by)
+            handlers::handle(&outpost, parts, Body::Stream(body), conn, &mut answered_by)
                 .instrument(span)
                 .await
         }

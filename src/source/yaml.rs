@@ -14,7 +14,9 @@ use url::Url;
 use std::sync::Arc;
 
 use crate::core::app::{AppExtras, AppSpec, Mode, Site, cookie_name};
+use crate::core::request::is_plain_authority;
 use crate::core::seal::Sealer;
+use crate::core::upstream::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, Upstream};
 use crate::provider::ClientAuth;
 use crate::provider::client_tls::TlsSetupError;
 use crate::provider::{ClientSettings, OidcClient};
@@ -25,6 +27,7 @@ use crate::source::values::{
 use crate::state::application::{AppSet, Application};
 use crate::state::memo::SessionMemo;
 use crate::state::outpost::{Runtime, Settings};
+use crate::state::upstream::UpstreamClient;
 
 /// Smallest accepted sealing secret, in bytes.
 pub const MIN_SECRET_LEN: usize = 32;
@@ -104,6 +107,26 @@ pub struct RawApp {
     #[serde(default)]
     pub allowed_groups: Vec<String>,
     pub allow_cors_preflight: Option<bool>,
+    /// Proxy mode: where requests go.
+    pub upstream: Option<RawUpstream>,
+}
+
+/// Proxy mode's upstream: a URL, or the URL with its settings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawUpstream {
+    Url(String),
+    Full(RawUpstreamSettings),
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamSettings {
+    pub url: Option<String>,
+    pub tls_verify: Option<bool>,
+    pub host_header: Option<String>,
+    pub connect_timeout: Option<RawDuration>,
+    pub response_timeout: Option<RawDuration>,
 }
 
 /// A duration written as whole seconds (`60`) or with a unit (`90s`, `5m`, `12h`, `7d`).
@@ -520,18 +543,29 @@ fn validate_app(i: usize, raw: RawApp, p: &mut Vec<String>) -> Option<AppSpec> {
     let mode = match raw.mode.as_deref() {
         None | Some("forward_single") => Mode::ForwardSingle,
         Some("forward_domain") => Mode::ForwardDomain,
-        Some("proxy") => {
-            p.push(format!(
-                "{label}: mode 'proxy' is not supported; use forward_single or forward_domain behind your reverse proxy"
-            ));
-            Mode::ForwardSingle
-        }
+        Some("proxy") => Mode::Proxy,
         Some(other) => {
             p.push(format!(
-                "{label}: mode '{other}' is not one of forward_single, forward_domain"
+                "{label}: mode '{other}' is not one of forward_single, forward_domain, proxy"
             ));
             Mode::ForwardSingle
         }
+    };
+    let upstream = match (mode, raw.upstream) {
+        (Mode::Proxy, None) => {
+            p.push(format!(
+                "{label}: mode 'proxy' needs an upstream (the application's address, e.g. upstream: http://app:8080)"
+            ));
+            None
+        }
+        (Mode::Proxy, Some(u)) => validate_upstream(&label, u, p),
+        (_, Some(_)) => {
+            p.push(format!(
+                "{label}: upstream is only used in mode 'proxy'; in forward modes your reverse proxy reaches the app"
+            ));
+            None
+        }
+        (_, None) => None,
     };
     let cookie_domain = raw.cookie_domain.unwrap_or_default();
     let skip = raw.skip_path_regex.unwrap_or_default();
@@ -550,6 +584,7 @@ fn validate_app(i: usize, raw: RawApp, p: &mut Vec<String>) -> Option<AppSpec> {
         ) {
             Ok(mut spec) => {
                 spec.allow_cors_preflight = raw.allow_cors_preflight.unwrap_or(false);
+                spec.upstream = upstream;
                 Some(spec)
             }
             Err(errs) => {
@@ -561,6 +596,75 @@ fn validate_app(i: usize, raw: RawApp, p: &mut Vec<String>) -> Option<AppSpec> {
         },
     };
     if p.len() > start { None } else { spec }
+}
+
+/// Proxy mode's upstream settings, validated; problems are pushed under `label`.
+fn validate_upstream(label: &str, raw: RawUpstream, p: &mut Vec<String>) -> Option<Upstream> {
+    let start = p.len();
+    let raw = match raw {
+        RawUpstream::Url(url) => RawUpstreamSettings {
+            url: Some(url),
+            ..Default::default()
+        },
+        RawUpstream::Full(s) => s,
+    };
+    let mut up = match raw.url.as_deref() {
+        None | Some("") => {
+            p.push(format!("{label}: upstream.url missing"));
+            None
+        }
+        Some(url) => Upstream::new(url, raw.tls_verify.unwrap_or(true), true)
+            .map_err(|e| p.push(format!("{label}: {e}")))
+            .ok(),
+    };
+    let mut timeout = |raw: Option<RawDuration>, name: &str, default: Duration| match raw
+        .as_ref()
+        .map(RawDuration::parse)
+    {
+        None => default,
+        Some(Ok(d)) if !d.is_zero() && d <= Duration::from_secs(86_400) => d,
+        Some(Ok(_)) => {
+            p.push(format!(
+                "{label}: upstream.{name} must be between 1s and 24h"
+            ));
+            default
+        }
+        Some(Err(e)) => {
+            p.push(format!("{label}: upstream.{name}: {e}"));
+            default
+        }
+    };
+    let connect = timeout(
+        raw.connect_timeout,
+        "connect_timeout",
+        DEFAULT_CONNECT_TIMEOUT,
+    );
+    let response = timeout(
+        raw.response_timeout,
+        "response_timeout",
+        DEFAULT_RESPONSE_TIMEOUT,
+    );
+    if let Some(h) = raw
+        .host_header
+        .as_deref()
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+    {
+        if is_plain_authority(h) {
+            if let Some(u) = up.as_mut() {
+                u.host_header = Some(h.to_string());
+            }
+        } else {
+            p.push(format!(
+                "{label}: upstream.host_header '{h}' is not a host name (with an optional port)"
+            ));
+        }
+    }
+    if let Some(u) = up.as_mut() {
+        u.connect_timeout = connect;
+        u.response_timeout = response;
+    }
+    if p.len() > start { None } else { up }
 }
 
 /// The YAML source's way to a [`Runtime`] (here, so that `state/` never reads a file).
@@ -600,7 +704,14 @@ impl Runtime {
             .apps
             .iter()
             .map(|spec| {
-                Arc::new(Application {
+                let upstream = spec
+                    .upstream
+                    .as_ref()
+                    .map(|u| {
+                        UpstreamClient::reuse_or_new(previous.and_then(|r| r.upstream_client(u)), u)
+                    })
+                    .transpose()?;
+                Ok(Arc::new(Application {
                     site: Site {
                         spec: spec.clone(),
                         sealer: Arc::clone(&sealer),
@@ -611,13 +722,15 @@ impl Runtime {
                             basic_auth: None,
                             bearer_header: true,
                             basic_header: false,
+                            intercept_header_auth: true,
                         },
                     },
                     oidc: Arc::clone(&oidc),
                     metrics: crate::state::metrics::host_metrics(&spec.host_key()),
-                })
+                    upstream,
+                }))
             })
-            .collect();
+            .collect::<Result<Vec<_>, TlsSetupError>>()?;
         Ok(Runtime {
             loaded: true,
             memo: SessionMemo::new(),

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::core::app::{Mode, Site, strip_port};
 use crate::provider::OidcClient;
 use crate::state::metrics::HostMetrics;
+use crate::state::upstream::UpstreamClient;
 
 /// What serving an application needs, built once per configuration.
 pub struct Application {
@@ -18,6 +19,8 @@ pub struct Application {
     pub oidc: Arc<OidcClient>,
     /// Its request histograms (`host` label: the external host).
     pub metrics: &'static HostMetrics,
+    /// Proxy mode's connection pool to the application (`Some` exactly in proxy mode).
+    pub upstream: Option<Arc<UpstreamClient>>,
 }
 
 /// An application is its site plus the network parts: `app.spec`, `app.sealer`, … read the
@@ -144,6 +147,7 @@ pub(crate) mod tests {
             },
             oidc: Arc::new(OidcClient::new(settings, HTTP.with(|c| c.clone()))),
             metrics: crate::state::metrics::host_metrics(host),
+            upstream: None,
         })
     }
 

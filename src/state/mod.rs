@@ -4,7 +4,9 @@
 //! by a configuration source and read by the HTTP layer; it uses `core` and `provider`, and
 //! never reads a configuration or answers a request itself.
 pub mod application;
+pub mod body;
 pub mod certs;
 pub mod memo;
 pub mod metrics;
 pub mod outpost;
+pub mod upstream;

@@ -12,9 +12,11 @@ use tokio::sync::mpsc;
 
 use crate::core::login::STATE_TTL_SECS;
 use crate::core::token::unix_now;
+use crate::core::upstream::Upstream;
 use crate::provider::OidcClient;
 use crate::state::application::AppSet;
 use crate::state::memo::SessionMemo;
+use crate::state::upstream::UpstreamClient;
 
 /// How long an ended provider session is remembered: longer than any session can live.
 pub const ENDED_SESSION_MEMORY: Duration = Duration::from_secs(8 * 86400);
@@ -53,6 +55,17 @@ pub struct Runtime {
     pub memo: SessionMemo,
     /// Authenticated `Authorization` headers of this configuration.
     pub header_memo: SessionMemo,
+}
+
+impl Runtime {
+    /// An application's upstream client with exactly these settings, if any.
+    pub fn upstream_client(&self, spec: &Upstream) -> Option<Arc<UpstreamClient>> {
+        self.apps
+            .iter()
+            .filter_map(|a| a.upstream.as_ref())
+            .find(|u| u.spec == *spec)
+            .cloned()
+    }
 }
 
 /// Everything the request handlers share.

@@ -202,6 +202,7 @@ fn misconfiguration_event(
         Flavour::Traefik => "Traefik",
         Flavour::Caddy => "Caddy",
         Flavour::Envoy => "Envoy",
+        Flavour::Proxy => "ak-outpost",
     };
     let mut headers = serde_json::Map::new();
     for name in parts.headers.keys() {
@@ -232,7 +233,7 @@ fn misconfiguration_event(
 
 /// Finds the request's session: the cookie first, then (if the app accepts them) an
 /// `Authorization` header, which on success yields a new session to store in a cookie.
-async fn check_session(
+pub(super) async fn check_session(
     ctx: &Ctx<'_>,
     app: &Arc<Application>,
     headers: &HeaderMap,

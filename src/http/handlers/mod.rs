@@ -12,16 +12,17 @@ use crate::core::app::Mode;
 use crate::core::paths::{CALLBACK_SIGNATURE, Flavour, LOGOUT_SIGNATURE, Route};
 use crate::core::request::{AuthRequest, request_host};
 use crate::http::respond::{self, Body};
-use crate::state::application::Application;
 use crate::state::metrics::HostMetrics;
 use crate::state::outpost::{Outpost, Runtime};
 
 mod auth;
 mod login;
+mod proxy;
 mod sign_out;
 
 use auth::auth;
 use login::{callback, start};
+use proxy::proxy;
 use sign_out::sign_out;
 
 /// What the request log line reports, attached to the response as an extension.
@@ -40,6 +41,10 @@ struct Ctx<'a> {
     log: bool,
     /// The TCP peer.
     peer: SocketAddr,
+    /// The peer is a trusted proxy.
+    trusted: bool,
+    /// The connection is TLS.
+    tls: bool,
 }
 
 impl Ctx<'_> {
@@ -60,14 +65,24 @@ impl Ctx<'_> {
     }
 }
 
-/// Answers one request on the outpost listener (HTTP or HTTPS). `answered_by` is set to the histograms of
-/// the application the request was for, once known.
+/// The connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+/// Answers one request on the outpost listener (HTTP or HTTPS). `answered_by` is set to the
+/// histograms of the application the request was for, once known. The body is used only in
+/// proxy mode (streamed to the upstream); every other endpoint drops it unread.
 pub async fn handle(
     outpost: &Outpost,
     parts: Parts,
-    peer: SocketAddr,
+    body: Body,
+    conn: Conn,
     answered_by: &mut Option<&'static HostMetrics>,
 ) -> Response<Body> {
+    let peer = conn.peer;
     let route = Route::from_path(parts.uri.path());
     match route {
         Route::Ping => return respond::empty(StatusCode::NO_CONTENT),
@@ -95,23 +110,25 @@ pub async fn handle(
         return with_log(respond::no_app(host), "", "no_app", "");
     };
     *answered_by = Some(app.metrics);
-    if app.spec.mode == Mode::Proxy {
-        return proxy_mode(&app, host);
-    }
     let ctx = Ctx {
         outpost,
         rt: &rt,
         log: rt.settings.log_requests
             || tracing::enabled!(target: "ak_outpost::http::server", tracing::Level::DEBUG),
         peer,
+        trusted,
+        tls: conn.tls,
     };
     let query = parts.uri.query().unwrap_or_default();
     // Like authentik, a callback or sign-out signature in the query wins over the path, except
     // on the forward-auth checks, whose own query is not the user's.
-    if !matches!(
-        route,
-        Route::Auth(Flavour::Nginx | Flavour::Traefik | Flavour::Caddy)
-    ) {
+    let proxied = app.spec.mode == Mode::Proxy;
+    if proxied
+        || !matches!(
+            route,
+            Route::Auth(Flavour::Nginx | Flavour::Traefik | Flavour::Caddy)
+        )
+    {
         match signature(query) {
             Some(Signature::Callback) => {
                 return Box::pin(callback(&ctx, &app, &parts.headers, query)).await;
@@ -122,6 +139,10 @@ pub async fn handle(
     }
     match route {
         Route::Start => start(&app, &parts.headers, query),
+        // Proxy mode: everything else is the application's (forward-auth checks included).
+        _ if proxied && !matches!(route, Route::Callback | Route::SignOut) => {
+            Box::pin(proxy(&ctx, &app, parts, body)).await
+        }
         // The login and logout futures (token calls) are boxed: the check's future, which
         // hyper keeps per connection, stays small.
         Route::Callback => Box::pin(callback(&ctx, &app, &parts.headers, query)).await,
@@ -132,22 +153,6 @@ pub async fn handle(
         },
         _ => respond::text(StatusCode::NOT_FOUND, "404 page not found"),
     }
-}
-
-/// The page for a host whose provider is in proxy mode, which is not served.
-fn proxy_mode(app: &Application, host: &str) -> Response<Body> {
-    with_log(
-        respond::error_page(
-            StatusCode::NOT_IMPLEMENTED,
-            "Proxy mode is not supported",
-            &format!(
-                "The provider for {host} is in proxy mode, where the outpost itself forwards requests to the application. ak-outpost only does forward auth: switch the provider to \"Forward auth (single application)\" or \"Forward auth (domain level)\" and put your reverse proxy in front of the app."
-            ),
-        ),
-        &app.spec.name,
-        "proxy_mode",
-        "",
-    )
 }
 
 fn with_log(mut r: Response<Body>, app: &str, outcome: &'static str, user: &str) -> Response<Body> {

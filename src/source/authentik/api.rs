@@ -112,6 +112,8 @@ pub struct ProxyProvider {
     pub name: String,
     #[serde(default)]
     pub internal_host: Option<String>,
+    #[serde(default = "default_true")]
+    pub internal_host_ssl_validation: bool,
     pub external_host: String,
     pub client_id: String,
     pub client_secret: String,

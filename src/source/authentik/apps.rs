@@ -11,11 +11,13 @@ use super::api::{OutpostObject, ProxyProvider};
 use super::env::{AuthentikEnv, rebase};
 use crate::core::app::{AppExtras, AppSpec, Mode, Site, cookie_name};
 use crate::core::seal::Sealer;
+use crate::core::upstream::Upstream;
 use crate::provider::ClientAuth;
 use crate::provider::{ClientSettings, Discovery, OidcClient};
 use crate::state::application::{AppSet, Application};
 use crate::state::memo::SessionMemo;
 use crate::state::outpost::Runtime;
+use crate::state::upstream::UpstreamClient;
 
 fn parse_url(s: Option<&str>) -> Option<Url> {
     s.filter(|s| !s.is_empty())
@@ -87,23 +89,13 @@ pub async fn build_runtime(
     previous: Option<&Runtime>,
 ) -> Runtime {
     let mut apps = Vec::new();
-    let mut proxy_mode = Vec::new();
     for p in providers {
         let Some(spec) = spec_for(env, p) else {
             continue;
         };
-        if spec.mode == Mode::Proxy {
-            proxy_mode.push(format!("{} ({})", p.name, p.external_host));
-        }
         if let Some(app) = app_for_provider(env, http, p, spec, previous).await {
             apps.push(app);
         }
-    }
-    if !proxy_mode.is_empty() {
-        tracing::warn!(
-            providers = %proxy_mode.join(", "),
-            "providers in proxy mode are not served by ak-outpost (forward auth only); their hosts get an error page"
-        );
     }
     if apps.is_empty() {
         tracing::warn!("no providers are assigned to this outpost");
@@ -134,10 +126,26 @@ pub fn spec_for(env: &AuthentikEnv, p: &ProxyProvider) -> Option<AppSpec> {
     ) {
         Ok(mut s) => {
             s.allow_cors_preflight = env.allow_cors_preflight;
+            if mode == Mode::Proxy {
+                s.upstream = Some(upstream_of(p)?);
+            }
             Some(s)
         }
         Err(errs) => {
             tracing::error!(provider = %p.name, problems = %errs.join("; "), "provider skipped");
+            None
+        }
+    }
+}
+
+/// Where a proxy-mode provider forwards to: `internal_host` (its path is not prepended, as
+/// with authentik) and `internal_host_ssl_validation`; `None` (logged) when unusable.
+fn upstream_of(p: &ProxyProvider) -> Option<Upstream> {
+    let internal = p.internal_host.as_deref().unwrap_or_default();
+    match Upstream::new(internal, p.internal_host_ssl_validation, false) {
+        Ok(u) => Some(u),
+        Err(e) => {
+            tracing::error!(provider = %p.name, problem = %e, "provider skipped: proxy mode needs a usable internal_host");
             None
         }
     }
@@ -161,7 +169,19 @@ async fn app_for_provider(
         Some(o) => o,
         None => new_client(http, settings, disc, p).await,
     };
-    Some(application(p, spec, oidc))
+    let upstream = match &spec.upstream {
+        Some(u) => {
+            match UpstreamClient::reuse_or_new(previous.and_then(|r| r.upstream_client(u)), u) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!(provider = %p.name, error = %e, "provider skipped");
+                    return None;
+                }
+            }
+        }
+        None => None,
+    };
+    Some(application(p, spec, oidc, upstream))
 }
 
 /// The OIDC client settings of a provider: its credentials, its scopes (always with
@@ -230,7 +250,12 @@ async fn new_client(
 }
 
 /// The application of a provider: its settings, session sealer, extras and OIDC client.
-fn application(p: &ProxyProvider, spec: AppSpec, oidc: Arc<OidcClient>) -> Arc<Application> {
+fn application(
+    p: &ProxyProvider,
+    spec: AppSpec,
+    oidc: Arc<OidcClient>,
+    upstream: Option<Arc<UpstreamClient>>,
+) -> Arc<Application> {
     let secret = p
         .cookie_secret
         .clone()
@@ -253,10 +278,12 @@ fn application(p: &ProxyProvider, spec: AppSpec, oidc: Arc<OidcClient>) -> Arc<A
                 basic_auth,
                 bearer_header: true,
                 basic_header: true,
+                intercept_header_auth: p.intercept_header_auth,
             },
             spec,
         },
         oidc,
+        upstream,
     })
 }
 

@@ -1,0 +1,111 @@
+//! Proxy mode's connections to applications: one pooled HTTP/1.1 client per upstream
+//! (keep-alive reuse, connect timeout, the outpost's one outbound trust store, certificate
+//! checks off only where the upstream says so), kept across reloads while its settings stay
+//! the same. It sends what it is given; which headers go where is `core::upstream`'s rule, and
+//! turning failures into pages is `http::proxy`'s.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::core::upstream::Upstream;
+use crate::provider::client_tls::{TlsSetupError, client_config};
+use crate::state::body::Body;
+
+/// How long an idle upstream connection is kept for reuse.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle connections kept per upstream host.
+pub const POOL_MAX_IDLE: usize = 256;
+
+/// Why an upstream request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection, or the connection failed before an answer.
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    /// No answer within the response timeout.
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// A pooled client for one upstream.
+pub struct UpstreamClient {
+    pub spec: Upstream,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+}
+
+impl std::fmt::Debug for UpstreamClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamClient")
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamClient {
+    /// A client for `spec`. Fails only when the outbound TLS settings cannot be built.
+    pub fn new(spec: Upstream) -> Result<UpstreamClient, TlsSetupError> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(spec.connect_timeout));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let tls = client_config(!spec.verify_tls)?;
+        let https = HttpsConnectorBuilder::new()
+            .with_tls_config(rustls::ClientConfig::clone(&tls))
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(POOL_MAX_IDLE)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(https);
+        Ok(UpstreamClient { spec, client })
+    }
+
+    /// `existing` (a previous runtime's client with these settings, so its pool stays warm
+    /// across reloads), or a new client.
+    pub fn reuse_or_new(
+        existing: Option<Arc<UpstreamClient>>,
+        spec: &Upstream,
+    ) -> Result<Arc<UpstreamClient>, TlsSetupError> {
+        match existing {
+            Some(u) if u.spec == *spec => Ok(u),
+            _ => UpstreamClient::new(spec.clone()).map(Arc::new),
+        }
+    }
+
+    /// Sends `req` (its URI absolute) and waits for the answer's head at most the response
+    /// timeout; the body then streams as the upstream sends it.
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
+        let limit = self.spec.response_timeout;
+        match tokio::time::timeout(limit, self.client.request(req)).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(UpstreamError::Unreachable(error_chain(&e))),
+            Err(_) => Err(UpstreamError::Timeout(limit)),
+        }
+    }
+}
+
+/// An error with its causes, `a: b: c`.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !s.contains(&next) {
+            s.push_str(": ");
+            s.push_str(&next);
+        }
+        cause = c.source();
+    }
+    s
+}
