@@ -7,12 +7,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::Incoming;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::{Request, Response};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::oneshot;
 
 use crate::core::upstream::Upstream;
 use crate::provider::client_tls::{TlsSetupError, client_config};
@@ -37,7 +42,7 @@ pub enum UpstreamError {
 /// A pooled client for one upstream.
 pub struct UpstreamClient {
     pub spec: Upstream,
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    client: Client<HttpsConnector<HttpConnector>, Sending>,
 }
 
 impl std::fmt::Debug for UpstreamClient {
@@ -56,9 +61,11 @@ impl UpstreamClient {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(spec.connect_timeout));
         http.set_keepalive(Some(Duration::from_secs(60)));
-        let tls = client_config(!spec.verify_tls)?;
+        let mut tls = rustls::ClientConfig::clone(&*client_config(!spec.verify_tls)?);
+        // The connector sets ALPN itself (HTTP/1.1) and refuses a config that has it.
+        tls.alpn_protocols.clear();
         let https = HttpsConnectorBuilder::new()
-            .with_tls_config(rustls::ClientConfig::clone(&tls))
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
@@ -84,14 +91,59 @@ impl UpstreamClient {
     }
 
     /// Sends `req` (its URI absolute) and waits for the answer's head at most the response
-    /// timeout; the body then streams as the upstream sends it.
+    /// timeout after the request body was sent (an upload takes the time it takes); the
+    /// answer's body then streams as the upstream sends it.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
         let limit = self.spec.response_timeout;
-        match tokio::time::timeout(limit, self.client.request(req)).await {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => Err(UpstreamError::Unreachable(error_chain(&e))),
-            Err(_) => Err(UpstreamError::Timeout(limit)),
+        let (done, sent) = oneshot::channel();
+        let empty = req.body().is_end_stream();
+        let req = req.map(|body| Sending {
+            body,
+            done: Some(done),
+        });
+        let waited = async move {
+            if !empty {
+                // Err: the request ended without its body finishing; count from now.
+                let _ = sent.await;
+            }
+            tokio::time::sleep(limit).await;
+        };
+        tokio::select! {
+            r = self.client.request(req) => r.map_err(|e| UpstreamError::Unreachable(error_chain(&e))),
+            _ = waited => Err(UpstreamError::Timeout(limit)),
         }
+    }
+}
+
+/// A request body on its way upstream, telling when it has been sent whole.
+pub struct Sending {
+    body: Body,
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl HttpBody for Sending {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(r, Poll::Ready(None))
+            && let Some(done) = self.done.take()
+        {
+            let _ = done.send(());
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -8,10 +8,7 @@ use std::net::SocketAddr;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -40,28 +37,7 @@ impl EchoApp {
             .await
             .expect("echo app: bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("echo app: local_addr");
-        let (shutdown, mut stop) = watch::channel(false);
-        tokio::spawn(async move {
-            loop {
-                let stream = tokio::select! {
-                    _ = stop.changed() => break,
-                    accepted = listener.accept() => match accepted {
-                        Ok((stream, _)) => stream,
-                        Err(_) => continue,
-                    },
-                };
-                let mut conn_stop = stop.clone();
-                tokio::spawn(async move {
-                    let conn = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service_fn(echo));
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        _ = conn_stop.changed() => {}
-                    }
-                });
-            }
-        });
+        let shutdown = super::backend::serve(listener, echo);
         EchoApp { addr, shutdown }
     }
 }

@@ -3,6 +3,7 @@
 //! examples, the echo app, and a cookie-keeping HTTP "browser" that can log in.
 #![allow(dead_code)]
 
+pub mod backend;
 pub mod caddy;
 pub mod echo;
 pub mod fake_authentik;
