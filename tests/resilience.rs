@@ -390,7 +390,7 @@ async fn bad_config_exits_64_listing_every_problem_before_binding() {
     std::fs::write(
         &path,
         format!(
-            "listen: {{http: \"127.0.0.1:{port}\"}}\nsecret: short\nprovider: {{issuer: \"not a url\", client_id: x}}\napplications:\n  - name: a\n    external_host: \"ftp://a\"\n    mode: sideways\n"
+            "listen: {{http: \"127.0.0.1:{port}\"}}\nsecret: short\nprovider: {{issuer: \"not a url\", client_id: x}}\napplications:\n  - name: a\n    external_host: \"ftp://a\"\n    mode: sideways\n  - name: p\n    external_host: \"https://p.example.com\"\n    mode: proxy\n"
         ),
     )
     .unwrap();
@@ -407,6 +407,7 @@ async fn bad_config_exits_64_listing_every_problem_before_binding() {
         "provider.client_secret: missing",
         "external_host 'ftp://a'",
         "mode 'sideways'",
+        "applications[1] (p): mode 'proxy' needs an upstream",
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
@@ -415,7 +416,11 @@ async fn bad_config_exits_64_listing_every_problem_before_binding() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shipped_config_examples_are_valid() {
-    for f in ["config/outpost.yaml", "config/domain-level.yaml"] {
+    for f in [
+        "config/outpost.yaml",
+        "config/domain-level.yaml",
+        "config/proxy-mode.yaml",
+    ] {
         let out = std::process::Command::new(binary_path())
             .args(["--check-config", "--config", f])
             .current_dir(env!("CARGO_MANIFEST_DIR"))

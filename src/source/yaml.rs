@@ -844,6 +844,40 @@ applications:
     }
 
     #[test]
+    fn proxy_mode_apps_need_a_usable_upstream() {
+        let ok = format!(
+            "{GOOD}  - name: short\n    external_host: https://s.example.com\n    mode: proxy\n    upstream: http://app:8080\n  - name: long\n    external_host: https://l.example.com\n    mode: proxy\n    upstream:\n      url: https://10.0.0.5:8443\n      tls_verify: false\n      host_header: internal.example\n      connect_timeout: 2s\n      response_timeout: 5m\n"
+        );
+        let c = Config::from_yaml(&ok).expect("valid");
+        let short = c.apps[1].upstream.as_ref().expect("upstream");
+        assert_eq!(short.url.as_str(), "http://app:8080/");
+        assert!(short.verify_tls);
+        assert_eq!(short.response_timeout, DEFAULT_RESPONSE_TIMEOUT);
+        let long = c.apps[2].upstream.as_ref().expect("upstream");
+        assert!(!long.verify_tls);
+        assert_eq!(long.host_header.as_deref(), Some("internal.example"));
+        assert_eq!(long.connect_timeout, Duration::from_secs(2));
+        assert_eq!(long.response_timeout, Duration::from_secs(300));
+        assert!(c.apps[0].upstream.is_none());
+
+        let bad = format!(
+            "{GOOD}  - name: none\n    external_host: https://n.example.com\n    mode: proxy\n  - name: pathy\n    external_host: https://p.example.com\n    mode: proxy\n    upstream: http://app:8080/sub\n  - name: odd\n    external_host: https://o.example.com\n    mode: proxy\n    upstream: {{url: 'ftp://app', host_header: 'a b', response_timeout: 0}}\n  - name: fwd\n    external_host: https://f.example.com\n    upstream: http://app\n"
+        );
+        let err = Config::from_yaml(&bad).expect_err("invalid");
+        let all = err.problems.join("\n");
+        for needle in [
+            "applications[1] (none): mode 'proxy' needs an upstream",
+            "applications[2] (pathy): upstream 'http://app:8080/sub' has a path",
+            "applications[3] (odd): upstream 'ftp://app' is not an http(s) URL",
+            "applications[3] (odd): upstream.host_header 'a b'",
+            "applications[3] (odd): upstream.response_timeout must be between",
+            "applications[4] (fwd): upstream is only used in mode 'proxy'",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+    }
+
+    #[test]
     fn duplicate_hosts_are_rejected() {
         let yaml =
             format!("{GOOD}  - name: app2\n    external_host: https://app.example.com/other\n");
