@@ -442,3 +442,64 @@ async fn a_gigabyte_each_way_with_flat_memory() {
         "memory grew with the body: {warm} KiB -> {peak} KiB"
     );
 }
+
+/// On the TLS listener, browsers that offer HTTP/2 get it, and proxy mode serves them over
+/// it (an HTTP/1.1 upstream behind): requests and bodies go through, `X-Forwarded-Proto` says
+/// https. Clients offering only HTTP/1.1 still get it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_over_tls_is_served_and_proxied() {
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let https = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let idp = Idp::start(&IdpOptions::new(vec![format!(
+        "https://{APP_HOST}:{}/outpost.goauthentik.io/callback?X-authentik-auth-callback=true",
+        https.port()
+    )]));
+    let backend = Backend::start().await;
+    let base = format!("https://{APP_HOST}:{}", https.port());
+    // Self-signed certificate (no `tls:` section); everything public so no login is needed.
+    let yaml = proxy_yaml(http, &idp.issuer, &base, "^/", backend.addr).replace(
+        "  metrics: \"\"\n",
+        &format!("  metrics: \"\"\n  https: \"{https}\"\n"),
+    );
+    assert!(yaml.contains("https:"));
+    let _bin = Binary::start(http, &yaml).await;
+    let client = |h2: bool| {
+        let b = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .resolve(APP_HOST, https)
+            .timeout(Duration::from_secs(20));
+        if h2 { b } else { b.http1_only() }.build().expect("client")
+    };
+    for (h2, version) in [
+        (true, reqwest::Version::HTTP_2),
+        (false, reqwest::Version::HTTP_11),
+    ] {
+        let r = client(h2)
+            .get(format!("{base}/page?q=1"))
+            .header("X-authentik-username", "mallory")
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.version(), version);
+        let v: serde_json::Value = r.json().await.expect("json");
+        assert_eq!(v["path"], "/page");
+        assert_eq!(v["query"], "q=1");
+        let host = format!("{APP_HOST}:{}", https.port());
+        assert_eq!(v["headers"]["host"][0], host.as_str());
+        assert_eq!(v["headers"]["x-forwarded-proto"][0], "https");
+        assert!(v["headers"].get("x-authentik-username").is_none(), "{v}");
+
+        let n = 3 * 1024 * 1024 + 7;
+        let up: serde_json::Value = client(h2)
+            .post(format!("{base}/count"))
+            .body(vec![1u8; n])
+            .send()
+            .await
+            .expect("post")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(up["bytes"], n);
+    }
+}

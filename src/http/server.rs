@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -38,6 +38,9 @@ pub enum Listener {
 /// The most a request's head (request line and headers) may take; more is refused with 431.
 /// Sessions split into several cookies stay far below it.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Concurrent requests on one HTTP/2 connection.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 128;
 
 /// Time a TLS client has to finish its handshake.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -95,24 +98,11 @@ pub async fn serve(
                     }
                     Some(acceptor) => {
                         // The handshake runs in its own task so a slow client cannot stall
-                        // the accept loop; drained connections are tracked once it completes.
-                        let acceptor = acceptor.clone();
-                        let stop = drain.subscribe();
+                        // the accept loop; a drain waits for it.
+                        let (acceptor, stop) = (acceptor.clone(), drain.subscribe());
                         tokio::spawn(async move {
                             let _slot = slot;
-                            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                                Ok(Ok(tls_stream)) => {
-                                    let info = Conn { peer, tls: true };
-                                    let conn = http1_builder()
-                                        .serve_connection(TokioIo::new(tls_stream), service(kind, outpost, info))
-                                        .with_upgrades();
-                                    if let Err(e) = until_drained(conn, stop).await {
-                                        tracing::debug!(error = %e, "TLS connection ended with an error");
-                                    }
-                                }
-                                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                                Err(_) => tracing::debug!("TLS handshake timed out"),
-                            }
+                            serve_tls(acceptor, stream, kind, outpost, peer, stop).await;
                         });
                     }
                 }
@@ -129,6 +119,38 @@ pub async fn serve(
         _ = tokio::time::sleep(DRAIN_TIMEOUT) => {
             tracing::warn!("connections still open after the drain timeout; closing them");
         }
+    }
+}
+
+/// One TLS connection: the handshake (bounded in time), then HTTP/2 if the client chose it
+/// by ALPN, else HTTP/1.1 with upgrades.
+async fn serve_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    kind: Listener,
+    outpost: Arc<Outpost>,
+    peer: std::net::SocketAddr,
+    stop: watch::Receiver<bool>,
+) {
+    let tls_stream =
+        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+            Err(_) => return tracing::debug!("TLS handshake timed out"),
+        };
+    let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let io = TokioIo::new(tls_stream);
+    let service = service(kind, outpost, Conn { peer, tls: true });
+    let served = if h2 {
+        until_drained(h2_builder().serve_connection(io, service), stop).await
+    } else {
+        let conn = http1_builder()
+            .serve_connection(io, service)
+            .with_upgrades();
+        until_drained(conn, stop).await
+    };
+    if let Err(e) = served {
+        tracing::debug!(error = %e, "TLS connection ended with an error");
     }
 }
 
@@ -155,18 +177,50 @@ fn service(
     service_fn(move |req| answer(Arc::clone(&outpost), kind, req, conn))
 }
 
-/// Serves a connection until it ends or a drain begins; then lets its request in flight
-/// finish and closes it. A connection that switched protocols (proxy mode's WebSockets) has
-/// already ended here: its bridge runs on its own.
-async fn until_drained<I, S>(
-    conn: http1::UpgradeableConnection<I, S>,
-    mut stop: watch::Receiver<bool>,
-) -> hyper::Result<()>
+/// HTTP/2, on TLS connections that negotiated it: the same header-size cap as HTTP/1.1, a
+/// bounded number of concurrent streams per connection.
+fn h2_builder() -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
+    b
+}
+
+/// A served connection that can be asked to finish its requests in flight and close.
+trait Drain: Future {
+    fn drain(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S> Drain for http1::UpgradeableConnection<I, S>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::HttpService<Incoming, ResBody = Body> + Send,
-    S::Future: Send,
+    S: hyper::service::HttpService<Incoming, ResBody = Body>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn drain(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S> Drain for http2::Connection<I, S, TokioExecutor>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = Body>,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn drain(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Serves a connection until it ends or a drain begins; then lets its requests in flight
+/// finish and closes it. A connection that switched protocols (proxy mode's WebSockets) has
+/// already ended here: its bridge runs on its own.
+async fn until_drained<C, T>(conn: C, mut stop: watch::Receiver<bool>) -> T
+where
+    C: Drain<Output = T>,
 {
     let mut conn = std::pin::pin!(conn);
     let draining = async move {
@@ -177,7 +231,7 @@ where
         r = conn.as_mut() => return r,
         _ = draining => {}
     }
-    conn.as_mut().graceful_shutdown();
+    conn.as_mut().drain();
     conn.await
 }
 

@@ -83,7 +83,10 @@ pub fn server_config(store: Arc<CertStore>) -> Result<rustls::ServerConfig, Stri
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
         .with_cert_resolver(store);
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // HTTP/2 for browsers talking to the outpost directly (proxy mode); HTTP/1.1 for the rest
+    // and for WebSockets, which browsers open over HTTP/1.1 when the server offers no
+    // extended CONNECT.
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(cfg)
 }
 
