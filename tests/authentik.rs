@@ -486,28 +486,6 @@ async fn forward_domain_one_login_for_every_host() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn proxy_mode_providers_get_an_explanation() {
-    let s = Setup::start(
-        Example::Plain,
-        vec![ProviderSpec::proxy(
-            5,
-            "legacy",
-            "http://legacy.example.test",
-            "http://10.0.0.5:8080",
-        )],
-    )
-    .await;
-    let r = reqwest::Client::new()
-        .get(format!("http://{}/anything", s.outpost.addr))
-        .header("Host", "legacy.example.test")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 501);
-    assert!(r.text().await.unwrap().contains("proxy mode"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_authentik_is_retried_and_restart_keeps_sessions() {
     let o = addr();
     let echo = echo::EchoApp::start().await;
