@@ -53,6 +53,8 @@ struct Setup {
     other: EchoApp,
     proxied: ProviderSpec,
     fwd: ProviderSpec,
+    /// Every provider the fake serves.
+    providers: Vec<ProviderSpec>,
     /// Host names of every provider, all served by the outpost.
     hosts: Vec<String>,
 }
@@ -77,7 +79,9 @@ impl Setup {
         proxied.basic_auth_enabled = true;
         proxied.basic_auth_user_attribute = "username".into();
         proxied.basic_auth_password_attribute = "password".into();
-        let mut lax = ProviderSpec::proxy(2, "lax", &base(LAX_HOST), &internal);
+        // The path of an internal_host is not prepended to requests (as with authentik).
+        let mut lax =
+            ProviderSpec::proxy(2, "lax", &base(LAX_HOST), &format!("{internal}/ignored/"));
         lax.intercept_header_auth = false;
         let sub = ProviderSpec::proxy(3, "sub", &format!("{}/subdir", base(SUB_HOST)), &internal);
         let fwd = ProviderSpec::forward_single(4, "fwd", &base(FWD_HOST));
@@ -88,7 +92,7 @@ impl Setup {
             .filter_map(|p| url::Url::parse(&p.external_host).ok())
             .filter_map(|u| u.host_str().map(str::to_string))
             .collect();
-        let fa = FakeAuthentik::start(providers, users(other.addr)).await;
+        let fa = FakeAuthentik::start(providers.clone(), users(other.addr)).await;
         let mut all_env = fa.outpost_env();
         all_env.extend(env);
         let mut outpost = Binary::spawn_env(o, &all_env);
@@ -100,6 +104,7 @@ impl Setup {
             other,
             proxied,
             fwd,
+            providers,
             hosts,
         };
         s.wait_serving().await;
@@ -440,6 +445,16 @@ async fn header_authentication_is_consumed_by_the_outpost() {
             p.set_cookies()
         );
     }
+    let p = s
+        .browser()
+        .get_with(
+            &s.url(LAX_HOST, "/api/items"),
+            &[("Authorization", s.bearer(2, "carol").as_str())],
+        )
+        .await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert_eq!(p.json()["path"], "/api/items");
+    assert_eq!(p.echoed("authorization"), None);
     // alice's attributes make a Basic header for the upstream: it replaces her token.
     let p = s
         .browser()
@@ -596,6 +611,33 @@ async fn upstream_certificates_are_checked_unless_the_provider_says_not_to() {
         p.body
     );
     assert!(p.body.contains("certificate"), "{}", p.body);
+
+    // Turned off at authentik, the check stops with the next update (a new client for the
+    // upstream, not the pooled one).
+    let providers: Vec<ProviderSpec> = s
+        .providers
+        .iter()
+        .cloned()
+        .map(|mut p| {
+            if p.slug == "refused" {
+                p.internal_host_ssl_validation = false;
+            }
+            p
+        })
+        .collect();
+    s.fa.set_providers(providers);
+    s.fa.trigger_update().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let p = get("refused", 11, "alice").await;
+        if p.status == 200 {
+            assert_eq!(p.json()["listener"], unknown.addr.to_string());
+            break;
+        }
+        assert_eq!(p.status, 502, "{}", p.body);
+        assert!(Instant::now() < deadline, "the update did not apply");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A proxy-mode and a forward_single provider on one outpost: each logs in on its own host,
