@@ -203,8 +203,7 @@ async fn anonymous_visitors_are_sent_to_start_on_the_external_host() {
     let q: std::collections::HashMap<_, _> = to.query_pairs().into_owned().collect();
     assert_eq!(q["client_id"], s.proxied.client_id);
     assert_eq!(q["redirect_uri"], s.proxied.redirect_uris()[0]);
-    // Anything the fake does not register (the sub-path app's callback) would be refused
-    // there: this one is the registered one.
+    // The callback authentik registered for the provider: on the application's own host.
     assert!(q["redirect_uri"].starts_with(&s.url(PROXIED, "/outpost.goauthentik.io/callback")));
 }
 
