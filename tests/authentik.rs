@@ -11,28 +11,9 @@ use std::time::{Duration, Instant};
 use common::fake_authentik::{FakeAuthentik, FakeUser, ProviderSpec};
 use common::nginx::{Example, Nginx, NginxVars};
 use common::*;
-use serde_json::json;
 
 fn addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
-}
-
-fn alice_ak() -> FakeUser {
-    let mut u = FakeUser::new("alice", "alice-password");
-    u.name = "Alice Liddell".into();
-    u.groups = vec!["admins".into(), "users".into()];
-    u.entitlements = vec!["read".into(), "write".into()];
-    u.attributes = json!({"username": "alice-basic", "password": "s3cret",
-                          "additionalHeaders": {"X-Tenant": "wonderland", "X-Level": 7, "X-Bad": true}});
-    u
-}
-
-fn env_for(fa: &FakeAuthentik) -> Vec<(&'static str, String)> {
-    vec![
-        ("AUTHENTIK_HOST", fa.url.clone()),
-        ("AUTHENTIK_TOKEN", fa.token.clone()),
-        ("AUTHENTIK_INSECURE", "false".into()),
-    ]
 }
 
 /// Waits until the outpost answers auth checks for `host` (not 503, not 400).
@@ -98,8 +79,8 @@ impl Setup {
         };
         let mut providers = vec![app.clone()];
         providers.extend(extra);
-        let fa = FakeAuthentik::start(providers, vec![alice_ak()]).await;
-        let mut outpost = Binary::spawn_env(o, &env_for(&fa));
+        let fa = FakeAuthentik::start(providers, vec![FakeUser::alice()]).await;
+        let mut outpost = Binary::spawn_env(o, &fa.outpost_env());
         outpost.wait_ping().await;
         let host = if example == Example::DomainLevel {
             AUTH_HOST
@@ -184,7 +165,10 @@ async fn drop_in_login_through_nginx_with_authentik_headers() {
         page.echoed("x-authentik-name").as_deref(),
         Some("Alice Liddell")
     );
-    assert_eq!(page.echoed("x-authentik-uid"), Some(alice_ak().sub()));
+    assert_eq!(
+        page.echoed("x-authentik-uid"),
+        Some(FakeUser::alice().sub())
+    );
     assert_eq!(
         page.echoed("x-authentik-meta-provider").as_deref(),
         Some("Grafana provider")
@@ -371,19 +355,11 @@ async fn session_end_from_authentik_logs_out_at_once() {
 async fn bearer_and_basic_header_auth() {
     let s = Setup::start(Example::Plain, vec![]).await;
     let tokens = s.fa.issue_tokens(s.app.pk, "alice");
+    let url = s.url("/api");
     let check = |authz: String| {
+        let url = url.clone();
         let addr = s.outpost.addr;
-        let url = s.url("/api");
-        async move {
-            reqwest::Client::new()
-                .get(format!("http://{addr}/outpost.goauthentik.io/auth/nginx"))
-                .header("Host", APP_HOST)
-                .header("X-Original-URL", url)
-                .header("Authorization", authz)
-                .send()
-                .await
-                .unwrap()
-        }
+        async move { nginx_check(addr, APP_HOST, &url, &[("Authorization", &authz)]).await }
     };
     let r = check(format!("Bearer {}", tokens.access_token)).await;
     assert_eq!(r.status(), 200);
@@ -510,28 +486,6 @@ async fn forward_domain_one_login_for_every_host() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn proxy_mode_providers_get_an_explanation() {
-    let s = Setup::start(
-        Example::Plain,
-        vec![ProviderSpec::proxy(
-            5,
-            "legacy",
-            "http://legacy.example.test",
-            "http://10.0.0.5:8080",
-        )],
-    )
-    .await;
-    let r = reqwest::Client::new()
-        .get(format!("http://{}/anything", s.outpost.addr))
-        .header("Host", "legacy.example.test")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 501);
-    assert!(r.text().await.unwrap().contains("proxy mode"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_authentik_is_retried_and_restart_keeps_sessions() {
     let o = addr();
     let echo = echo::EchoApp::start().await;
@@ -546,9 +500,9 @@ async fn unreachable_authentik_is_retried_and_restart_keeps_sessions() {
         },
     );
     let app = ProviderSpec::forward_single(1, "grafana", &nginx.base_url(APP_HOST));
-    let fa = FakeAuthentik::start(vec![app], vec![alice_ak()]).await;
+    let fa = FakeAuthentik::start(vec![app], vec![FakeUser::alice()]).await;
     fa.set_down(true);
-    let mut outpost = Binary::spawn_env(o, &env_for(&fa));
+    let mut outpost = Binary::spawn_env(o, &fa.outpost_env());
     outpost.wait_ping().await;
     let c = reqwest::Client::new();
     let r = c
@@ -581,7 +535,7 @@ async fn unreachable_authentik_is_retried_and_restart_keeps_sessions() {
     fa.set_down(false);
     // Restart: the cookie key comes from the provider's cookie_secret, so nobody is logged out.
     let _ = outpost.stop();
-    let mut again = Binary::spawn_env(o, &env_for(&fa));
+    let mut again = Binary::spawn_env(o, &fa.outpost_env());
     again.wait_ping().await;
     wait_serving(o, APP_HOST).await;
     assert_eq!(b.get(&url).await.status, 200);

@@ -61,8 +61,9 @@ impl UpstreamClient {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(spec.connect_timeout));
         http.set_keepalive(Some(Duration::from_secs(60)));
+        // hyper-rustls offers ALPN itself (`enable_http1`) and panics on a configuration that
+        // already lists protocols, as the shared one does.
         let mut tls = rustls::ClientConfig::clone(&*client_config(!spec.verify_tls)?);
-        // The connector sets ALPN itself (HTTP/1.1) and refuses a config that has it.
         tls.alpn_protocols.clear();
         let https = HttpsConnectorBuilder::new()
             .with_tls_config(tls)
@@ -160,4 +161,19 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cause = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// hyper-rustls panics on a TLS configuration that already lists ALPN protocols, as the
+    /// shared outbound one does.
+    #[test]
+    fn clients_build_with_and_without_certificate_checks() {
+        for verify in [true, false] {
+            let spec = Upstream::new("https://app:8443", verify, true).unwrap();
+            assert!(UpstreamClient::new(spec).is_ok());
+        }
+    }
 }

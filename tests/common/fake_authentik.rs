@@ -268,6 +268,10 @@ pub struct FakeUser {
     pub attributes: Value,
     /// `ak_proxy.is_superuser`.
     pub is_superuser: bool,
+    /// More keys of the `ak_proxy` claim, as an admin's own `ak_proxy` scope mapping adds
+    /// them next to `user_attributes` and `is_superuser`: `backend_override` (another
+    /// upstream for this user, proxy mode) and `host_header` (the `Host` sent upstream).
+    pub ak_proxy_extra: Map<String, Value>,
 }
 
 impl FakeUser {
@@ -284,7 +288,22 @@ impl FakeUser {
             entitlements: vec![],
             attributes: json!({}),
             is_superuser: false,
+            ak_proxy_extra: Map::new(),
         }
+    }
+
+    /// alice (password `alice-password`) in groups `admins` and `users`, with entitlements
+    /// `read` and `write`, and attributes for HTTP Basic injection (user attribute `username`
+    /// = `alice-basic`, `password` = `s3cret`) and `additionalHeaders` (`X-Tenant`: text,
+    /// `X-Level`: an integer, `X-Bad`: a boolean, which authentik sends empty).
+    pub fn alice() -> FakeUser {
+        let mut u = FakeUser::new("alice", "alice-password");
+        u.name = "Alice Liddell".into();
+        u.groups = vec!["admins".into(), "users".into()];
+        u.entitlements = vec!["read".into(), "write".into()];
+        u.attributes = json!({"username": "alice-basic", "password": "s3cret",
+                              "additionalHeaders": {"X-Tenant": "wonderland", "X-Level": 7, "X-Bad": true}});
+        u
     }
 
     /// The `sub` claim the fake uses for this user (SHA-256 hex of the user name, like
@@ -555,6 +574,16 @@ impl FakeAuthentik {
             }
         });
         FakeAuthentik { url, token, inner }
+    }
+
+    /// What an outpost in authentik mode is given to use this fake: `AUTHENTIK_HOST`,
+    /// `AUTHENTIK_TOKEN` and `AUTHENTIK_INSECURE=false`.
+    pub fn outpost_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AUTHENTIK_HOST", self.url.clone()),
+            ("AUTHENTIK_TOKEN", self.token.clone()),
+            ("AUTHENTIK_INSECURE", "false".into()),
+        ]
     }
 
     /// Replaces the providers (takes effect for the next API call; tokens already issued stay).
@@ -845,10 +874,11 @@ fn scope_claims(u: &FakeUser, scopes: &[String]) -> Map<String, Value> {
         c.insert("entitlements".into(), json!(u.entitlements));
     }
     if has("ak_proxy") {
-        c.insert(
-            "ak_proxy".into(),
-            json!({"user_attributes": u.attributes, "is_superuser": u.is_superuser}),
-        );
+        let mut ak = Map::new();
+        ak.insert("user_attributes".into(), u.attributes.clone());
+        ak.insert("is_superuser".into(), json!(u.is_superuser));
+        ak.extend(u.ak_proxy_extra.clone());
+        c.insert("ak_proxy".into(), Value::Object(ak));
     }
     c
 }

@@ -509,6 +509,26 @@ impl Drop for Binary {
     }
 }
 
+/// The nginx check (`/outpost.goauthentik.io/auth/nginx`) as nginx asks it of the outpost at
+/// `outpost`: `Host` and `X-Original-URL` set, with `headers` besides.
+pub async fn nginx_check(
+    outpost: SocketAddr,
+    host: &str,
+    original: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut req = reqwest::Client::new()
+        .get(format!(
+            "http://{outpost}/outpost.goauthentik.io/auth/nginx"
+        ))
+        .header("Host", host)
+        .header("X-Original-URL", original);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.expect("nginx check")
+}
+
 /// An HTTP client with a cookie jar that resolves the test host names to loopback and
 /// follows redirects itself (so tests can look at each hop).
 pub struct Browser {
