@@ -30,9 +30,14 @@ struct Setup {
 
 impl Setup {
     async fn start(skip_path_regex: &str) -> Setup {
+        Setup::start_at("", skip_path_regex).await
+    }
+
+    /// With the app's external host at `path` (e.g. `/sub`).
+    async fn start_at(path: &str, skip_path_regex: &str) -> Setup {
         let listener = InProcess::bind();
         let addr = listener.local_addr().expect("addr");
-        let base = format!("http://{APP_HOST}:{}", addr.port());
+        let base = format!("http://{APP_HOST}:{}{path}", addr.port());
         let idp = Idp::start(&IdpOptions::new(vec![format!(
             "{base}/outpost.goauthentik.io/callback?X-authentik-auth-callback=true"
         )]));
@@ -222,6 +227,27 @@ async fn login_then_requests_are_proxied_with_identity() {
             .contains("/outpost.goauthentik.io/start?rd="),
         "{:?}",
         after.location()
+    );
+}
+
+/// An external host with a path has its login under that path, and it completes (no loop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_host_with_a_path_logs_in_under_it() {
+    let s = Setup::start_at("/sub", "").await;
+    let first = s.browser.get(&s.url("/page")).await;
+    assert_eq!(first.status, 302);
+    let loc = first.location().unwrap_or_default();
+    assert!(
+        loc.starts_with(&s.url("/outpost.goauthentik.io/start?rd=")),
+        "{loc}"
+    );
+    let landing = s.login("/page").await;
+    assert_eq!(landing.status, 200, "{}", landing.body);
+    assert_eq!(landing.url, s.url("/page"));
+    assert_eq!(landing.json()["path"], "/sub/page");
+    assert_eq!(
+        landing.echoed("x-authentik-username").as_deref(),
+        Some("alice")
     );
 }
 

@@ -12,6 +12,7 @@ use crate::core::app::Mode;
 use crate::core::paths::{CALLBACK_SIGNATURE, Flavour, LOGOUT_SIGNATURE, Route};
 use crate::core::request::{AuthRequest, request_host};
 use crate::http::respond::{self, Body};
+use crate::state::application::Application;
 use crate::state::metrics::HostMetrics;
 use crate::state::outpost::{Outpost, Runtime};
 
@@ -47,7 +48,19 @@ struct Ctx<'a> {
     tls: bool,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    fn new(outpost: &'a Outpost, rt: &'a Runtime, conn: Conn, trusted: bool) -> Ctx<'a> {
+        Ctx {
+            outpost,
+            rt,
+            log: rt.settings.log_requests
+                || tracing::enabled!(target: "ak_outpost::http::server", tracing::Level::DEBUG),
+            peer: conn.peer,
+            trusted,
+            tls: conn.tls,
+        }
+    }
+
     /// [`with_log`] when the request line will be logged; forward-auth checks skip the
     /// allocation otherwise.
     fn logged(
@@ -110,32 +123,27 @@ pub async fn handle(
         return with_log(respond::no_app(host), "", "no_app", "");
     };
     *answered_by = Some(app.metrics);
-    let ctx = Ctx {
-        outpost,
-        rt: &rt,
-        log: rt.settings.log_requests
-            || tracing::enabled!(target: "ak_outpost::http::server", tracing::Level::DEBUG),
-        peer,
-        trusted,
-        tls: conn.tls,
-    };
+    let ctx = Ctx::new(outpost, &rt, conn, trusted);
     let query = parts.uri.query().unwrap_or_default();
+    let proxied = app.spec.mode == Mode::Proxy;
+    let route = if proxied {
+        under_external_path(route, &app, parts.uri.path())
+    } else {
+        route
+    };
     // Like authentik, a callback or sign-out signature in the query wins over the path, except
     // on the forward-auth checks, whose own query is not the user's.
-    let proxied = app.spec.mode == Mode::Proxy;
-    if proxied
+    let signed = proxied
         || !matches!(
             route,
             Route::Auth(Flavour::Nginx | Flavour::Traefik | Flavour::Caddy)
-        )
-    {
-        match signature(query) {
-            Some(Signature::Callback) => {
-                return Box::pin(callback(&ctx, &app, &parts.headers, query)).await;
-            }
-            Some(Signature::Logout) => return Box::pin(sign_out(&app, &parts.headers)).await,
-            None => {}
+        );
+    match signed.then(|| signature(query)).flatten() {
+        Some(Signature::Callback) => {
+            return Box::pin(callback(&ctx, &app, &parts.headers, query)).await;
         }
+        Some(Signature::Logout) => return Box::pin(sign_out(&app, &parts.headers)).await,
+        None => {}
     }
     match route {
         Route::Start => start(&app, &parts.headers, query),
@@ -152,6 +160,20 @@ pub async fn handle(
             None => respond::text(StatusCode::NOT_FOUND, "404 page not found"),
         },
         _ => respond::text(StatusCode::NOT_FOUND, "404 page not found"),
+    }
+}
+
+/// Proxy mode: an external host with a path (`https://app.example.com/sub`) has its login,
+/// callback and sign-out under that path too (`/sub/outpost.goauthentik.io/start`), where
+/// its own redirects point; without this they would be proxied, and the login would loop.
+fn under_external_path(route: Route, app: &Application, path: &str) -> Route {
+    let base = app.spec.external_host.path().trim_end_matches('/');
+    if base.is_empty() || route != Route::NotFound {
+        return route;
+    }
+    match path.strip_prefix(base).map(Route::from_path) {
+        Some(r @ (Route::Start | Route::Callback | Route::SignOut)) => r,
+        _ => route,
     }
 }
 

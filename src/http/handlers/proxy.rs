@@ -144,12 +144,23 @@ fn login(app: &Application, parts: &Parts) -> Response<Body> {
     respond::redirect(start_url(&app.spec.external_host, &parts.uri).as_str())
 }
 
-/// `<external_host>/outpost.goauthentik.io/start?rd=<external_host + path?query>`, both paths
-/// joined under the external host's own path.
+/// `<external_host>/outpost.goauthentik.io/start?rd=<external_host + path?query>`: both under
+/// the external host's own path, which a request path is joined to unless it already starts
+/// with it (a request that reached the outpost unstripped).
 pub fn start_url(external: &Url, uri: &http::Uri) -> Url {
     let base = external.path().trim_end_matches('/');
+    let path = uri.path();
+    let under_base = !base.is_empty()
+        && path
+            .strip_prefix(base)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    let joined = if under_base {
+        collapse_slashes(path)
+    } else {
+        collapse_slashes(&format!("{base}/{path}"))
+    };
     let mut rd = external.clone();
-    rd.set_path(&collapse_slashes(&format!("{base}/{}", uri.path())));
+    rd.set_path(&joined);
     rd.set_query(uri.query());
     let mut start = external.clone();
     start.set_path(&format!("{base}{START_PATH}"));
@@ -298,6 +309,16 @@ mod tests {
                 "https://ext.t.goauthentik.io/subdir",
                 "/foo",
                 "https://ext.t.goauthentik.io/subdir/outpost.goauthentik.io/start?rd=https%3A%2F%2Fext.t.goauthentik.io%2Fsubdir%2Ffoo",
+            ),
+            (
+                "https://ext.t.goauthentik.io/subdir",
+                "/subdir/foo",
+                "https://ext.t.goauthentik.io/subdir/outpost.goauthentik.io/start?rd=https%3A%2F%2Fext.t.goauthentik.io%2Fsubdir%2Ffoo",
+            ),
+            (
+                "https://ext.t.goauthentik.io/subdir",
+                "/subdirectory",
+                "https://ext.t.goauthentik.io/subdir/outpost.goauthentik.io/start?rd=https%3A%2F%2Fext.t.goauthentik.io%2Fsubdir%2Fsubdirectory",
             ),
             (
                 "https://app.example:8443/",
