@@ -3,6 +3,8 @@
 //! A reverse proxy (nginx `auth_request`, Traefik `forwardAuth`, Caddy `forward_auth`, Envoy
 //! `ext_authz`) asks on every request whether the browser is logged in; the outpost answers
 //! 200 with `X-authentik-*` identity headers, or 401/302 to start an OpenID Connect login.
+//! In proxy mode the outpost is itself the reverse proxy for an application and forwards
+//! signed-in users' requests to it with those headers.
 //! Sessions are sealed cookies (no server-side store), checked against the provider through a
 //! cached token introspection.
 //!
@@ -13,12 +15,13 @@
 //!
 //! - [`core`]: the pure part. Paths and header names, the request parsed at the edge
 //!   ([`core::request`]), redirect targets, sealing, the session cookie codec, the login
-//!   state, identity headers and [`core::decide::decide`]. No sockets, no tokio, no caches.
+//!   state, identity headers, [`core::decide::decide`] and proxy mode's header rules
+//!   ([`core::upstream`]). No sockets, no tokio, no caches.
 //! - [`provider`]: the OpenID Connect client — discovery, keys and ID tokens, the token
 //!   endpoint, and the cached introspection. Talks to the identity provider only.
 //! - [`state`]: what the running process shares: [`state::application::Application`]s and
 //!   their index, the current [`state::outpost::Runtime`] swapped atomically, the session
-//!   memos, metric counters and server certificates.
+//!   memos, metric counters, server certificates and proxy mode's upstream pools.
 //! - [`source`]: where a configuration comes from: [`source::yaml`] (standalone) or
 //!   [`source::authentik`] (API, websocket, providers → applications). Both produce a
 //!   `Runtime`.

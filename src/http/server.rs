@@ -1,6 +1,7 @@
-//! The HTTP listener: accept loop, one hyper HTTP/1 connection per task, keep-alive, header
-//! timeouts, Go-style header casing, and graceful drain on shutdown. It knows no endpoint:
-//! every request goes to `handlers::handle`.
+//! The HTTP listener: accept loop, one hyper connection per task (HTTP/1.1 with keep-alive
+//! and upgrades; HTTP/2 when a TLS client negotiates it), header timeouts and size caps, and a
+//! graceful drain on shutdown. It knows no endpoint: every request, with its body unread,
+//! goes to `handlers::handle`.
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -1,7 +1,8 @@
 //! Endpoint handlers. Each one parses its input, does the I/O it needs (session check, token
 //! calls), and hands the outcome to `respond`; the forward-auth verdict itself comes from the
 //! pure `decide`. Handlers never read raw forwarding headers (the edge parsed them) and never
-//! build configurations.
+//! build configurations. Proxy mode's catch-all (`proxy`) is one more handler: the same
+//! session check, then the request forwarded instead of answered.
 
 use std::net::SocketAddr;
 
