@@ -266,6 +266,7 @@ fn benches(c: &mut Criterion) {
             session_lifetime: Duration::from_secs(86400),
             send_jwt_header: true,
             log_requests: false,
+            client_rate: Default::default(),
         },
         loaded: true,
         memo: SessionMemo::new(),

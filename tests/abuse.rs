@@ -195,22 +195,23 @@ async fn oversized_request_heads_are_refused_and_the_server_goes_on() {
     );
 }
 
+/// One forward_single app on `app.example.test`, `trusted` the only trusted proxies, `extra`
+/// appended to the file.
+fn app_yaml(addr: SocketAddr, idp: &Idp, trusted: &str, extra: &str) -> String {
+    let apps = [AppCfg::single("app", "http://app.example.test".into())];
+    format!(
+        "{}trusted_proxies: [\"{trusted}\"]\n{extra}",
+        outpost_yaml(addr, &idp.issuer, SECRET, 60, &apps)
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_untrusted_address_cannot_hold_every_connection() {
     let idp = Idp::start(&IdpOptions::new(vec!["http://app.example.test/cb".into()]));
     let listener = InProcess::bind();
     let addr = listener.local_addr().unwrap();
     // Loopback is not a trusted proxy here: this test's client is an ordinary peer.
-    let yaml = format!(
-        "{}trusted_proxies: [\"10.0.0.0/8\"]\n",
-        outpost_yaml(
-            addr,
-            &idp.issuer,
-            SECRET,
-            60,
-            &[AppCfg::single("app", "http://app.example.test".into())],
-        )
-    );
+    let yaml = app_yaml(addr, &idp, "10.0.0.0/8", "");
     let o = InProcess::serve(listener, &yaml).await;
     let mut held = Vec::new();
     for _ in 0..ak_outpost::http::limits::MAX_CONNECTIONS_PER_PEER {
@@ -239,4 +240,50 @@ async fn one_untrusted_address_cannot_hold_every_connection() {
         answer.starts_with("HTTP/1.1 204"),
         "after closing: {answer}"
     );
+}
+
+/// A client that is not a trusted proxy gets its burst, then `429` with `Retry-After` beyond
+/// its rate, while another address (here: a trusted proxy, never counted) is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_client_over_its_rate_gets_429_and_others_are_served() {
+    let idp = Idp::start(&IdpOptions::new(vec!["http://app.example.test/cb".into()]));
+    let limits = "limits: {client_requests_per_second: 2, client_burst: 10}\n";
+    let yaml_for = |addr: SocketAddr, trusted: &str| app_yaml(addr, &idp, trusted, limits);
+    let c = reqwest::Client::new();
+    let check = |addr: SocketAddr| {
+        c.get(format!("http://{addr}/outpost.goauthentik.io/auth/nginx"))
+            .header("Host", "app.example.test")
+            .header("X-Original-URL", "http://app.example.test/x")
+            .send()
+    };
+    // Loopback untrusted: a client like any other.
+    let listener = InProcess::bind();
+    let addr = listener.local_addr().unwrap();
+    let o = InProcess::serve(listener, &yaml_for(addr, "10.0.0.0/8")).await;
+    let mut statuses = Vec::new();
+    let started = std::time::Instant::now();
+    for _ in 0..30 {
+        let r = check(o.addr).await.expect("check");
+        if r.status() == 429 {
+            assert_eq!(r.headers()["retry-after"], "1");
+        }
+        statuses.push(r.status().as_u16());
+    }
+    // The burst, then no more than the rate refilled while the requests were sent.
+    let refilled = (started.elapsed().as_secs_f64() * 2.0).ceil() as usize;
+    let served = statuses.iter().filter(|s| **s == 401).count();
+    assert!(statuses[..10].iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(served <= 10 + refilled, "{served} served: {statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
+    // The same load from a trusted proxy is never counted.
+    let listener = InProcess::bind();
+    let addr = listener.local_addr().unwrap();
+    let t = InProcess::serve(listener, &yaml_for(addr, "127.0.0.0/8")).await;
+    for _ in 0..30 {
+        assert_eq!(check(t.addr).await.expect("check").status(), 401);
+    }
 }

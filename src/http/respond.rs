@@ -114,6 +114,14 @@ pub fn unauthorized() -> Response<Body> {
     r
 }
 
+/// `429` for a client over its request rate.
+pub fn too_many_requests() -> Response<Body> {
+    let mut r = text(StatusCode::TOO_MANY_REQUESTS, "too many requests");
+    r.headers_mut()
+        .insert("retry-after", HeaderValue::from_static("1"));
+    r
+}
+
 /// `503` while the provider cannot be used.
 pub fn unavailable(reason: &str) -> Response<Body> {
     let mut r = error_page(

@@ -25,6 +25,9 @@ use crate::source::values::{
     parse_duration, parse_outage_grace, resolve_indirection,
 };
 use crate::state::application::{AppSet, Application};
+use crate::state::client_rate::{
+    ClientRate, DEFAULT_CLIENT_BURST, DEFAULT_CLIENT_REQUESTS_PER_SECOND,
+};
 use crate::state::memo::SessionMemo;
 use crate::state::outpost::{Runtime, Settings};
 use crate::state::upstream::UpstreamClient;
@@ -49,7 +52,17 @@ pub struct RawConfig {
     #[serde(default)]
     pub tls: RawTls,
     #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
     pub applications: Vec<RawApp>,
+}
+
+/// Limits on clients that are not trusted proxies.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub client_requests_per_second: Option<u32>,
+    pub client_burst: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -188,6 +201,7 @@ pub struct Config {
     pub session_lifetime: Duration,
     pub trusted_proxies: Vec<IpNet>,
     pub log: LogConfig,
+    pub client_rate: ClientRate,
     pub apps: Vec<AppSpec>,
 }
 
@@ -254,6 +268,13 @@ impl Config {
 
         match (listen_http, provider, p.is_empty()) {
             (Some(listen_http), Some(provider), true) => Ok(Config {
+                client_rate: ClientRate {
+                    per_second: raw
+                        .limits
+                        .client_requests_per_second
+                        .unwrap_or(DEFAULT_CLIENT_REQUESTS_PER_SECOND),
+                    burst: raw.limits.client_burst.unwrap_or(DEFAULT_CLIENT_BURST),
+                },
                 listen_http,
                 listen_https,
                 tls_pem,
@@ -742,6 +763,7 @@ impl Runtime {
                 session_lifetime: cfg.session_lifetime,
                 send_jwt_header: p.send_jwt_header,
                 log_requests: cfg.log.requests,
+                client_rate: cfg.client_rate,
             },
         })
     }

@@ -6,6 +6,7 @@
 pub mod application;
 pub mod body;
 pub mod certs;
+pub mod client_rate;
 pub mod memo;
 pub mod metrics;
 pub mod outpost;

@@ -15,6 +15,7 @@ use crate::core::token::unix_now;
 use crate::core::upstream::Upstream;
 use crate::provider::OidcClient;
 use crate::state::application::AppSet;
+use crate::state::client_rate::{ClientRate, ClientRates};
 use crate::state::memo::SessionMemo;
 use crate::state::upstream::UpstreamClient;
 
@@ -29,6 +30,8 @@ pub struct Settings {
     pub session_lifetime: Duration,
     pub send_jwt_header: bool,
     pub log_requests: bool,
+    /// Requests per client address that is not a trusted proxy.
+    pub client_rate: ClientRate,
 }
 
 impl Settings {
@@ -79,6 +82,8 @@ pub struct Outpost {
     reports: OnceLock<mpsc::Sender<serde_json::Value>>,
     /// Applications reported recently (at most one report per application per interval).
     reported: moka::sync::Cache<String, ()>,
+    /// Request buckets of clients that are not trusted proxies.
+    client_rates: ClientRates,
 }
 
 /// The shortest time between two misconfiguration reports for one application.
@@ -101,7 +106,13 @@ impl Outpost {
                 .max_capacity(10_000)
                 .time_to_live(REPORT_INTERVAL)
                 .build(),
+            client_rates: ClientRates::default(),
         }
+    }
+
+    /// Takes one request from a client's bucket (see [`ClientRates`]); false: over its rate.
+    pub fn admit_client(&self, ip: IpAddr, rate: ClientRate) -> bool {
+        self.client_rates.admit(ip, rate, std::time::Instant::now())
     }
 
     /// Sends misconfiguration reports to `tx` from now on (set once).

@@ -108,6 +108,9 @@ pub async fn handle(
         return respond::unavailable("the outpost has not received its configuration yet");
     }
     let trusted = rt.settings.is_trusted(peer.ip());
+    if !trusted && !outpost.admit_client(peer.ip(), rt.settings.client_rate) {
+        return respond::too_many_requests();
+    }
     let flavour = match route {
         Route::Auth(f) => Some(f),
         _ => None,

@@ -15,6 +15,9 @@ use crate::source::values::{
     parse_duration, parse_outage_grace,
 };
 use crate::state::application::AppSet;
+use crate::state::client_rate::{
+    ClientRate, DEFAULT_CLIENT_BURST, DEFAULT_CLIENT_REQUESTS_PER_SECOND,
+};
 use crate::state::memo::SessionMemo;
 use crate::state::outpost::{Runtime, Settings};
 
@@ -44,6 +47,8 @@ pub struct AuthentikEnv {
     /// `AK_OUTPOST_NEW_TOKEN_CHECKS_PER_SECOND`: checks per second of tokens authentik never
     /// confirmed (0: no limit).
     pub new_token_checks_per_second: u32,
+    /// Requests per second (and burst) per client address that is not a trusted proxy.
+    pub client_rate: ClientRate,
 }
 
 impl std::fmt::Debug for AuthentikEnv {
@@ -116,16 +121,30 @@ impl AuthentikEnv {
             &mut p,
         );
         let token_cache_ttl = parse_token_cache_ttl(raw.token_cache_ttl.as_deref(), &mut p);
-        let new_token_checks_per_second = match raw.new_token_checks.as_deref().map(str::parse) {
-            None => DEFAULT_NEW_TOKEN_CHECKS_PER_SECOND,
+        let mut count = |raw: Option<&str>, name: &str, default: u32| match raw.map(str::parse) {
+            None => default,
             Some(Ok(n)) => n,
             Some(Err(_)) => {
-                p.push(
-                    "AK_OUTPOST_NEW_TOKEN_CHECKS_PER_SECOND: use a whole number (0: no limit)"
-                        .into(),
-                );
-                DEFAULT_NEW_TOKEN_CHECKS_PER_SECOND
+                p.push(format!("{name}: use a whole number (0: no limit)"));
+                default
             }
+        };
+        let new_token_checks_per_second = count(
+            raw.new_token_checks.as_deref(),
+            "AK_OUTPOST_NEW_TOKEN_CHECKS_PER_SECOND",
+            DEFAULT_NEW_TOKEN_CHECKS_PER_SECOND,
+        );
+        let client_rate = ClientRate {
+            per_second: count(
+                raw.client_rate.as_deref(),
+                "AK_OUTPOST_CLIENT_REQUESTS_PER_SECOND",
+                DEFAULT_CLIENT_REQUESTS_PER_SECOND,
+            ),
+            burst: count(
+                raw.client_burst.as_deref(),
+                "AK_OUTPOST_CLIENT_BURST",
+                DEFAULT_CLIENT_BURST,
+            ),
         };
         match host {
             Some(host) if p.is_empty() => Ok(AuthentikEnv {
@@ -144,6 +163,7 @@ impl AuthentikEnv {
                 outage_grace,
                 token_cache_ttl,
                 new_token_checks_per_second,
+                client_rate,
             }),
             _ => Err(ConfigError { problems: p }),
         }
@@ -156,6 +176,7 @@ impl AuthentikEnv {
             session_lifetime: Duration::from_secs(86400),
             send_jwt_header: true,
             log_requests: self.log_requests,
+            client_rate: self.client_rate,
         }
     }
 
@@ -185,6 +206,8 @@ struct RawEnv {
     outage_grace: Option<String>,
     token_cache_ttl: Option<String>,
     new_token_checks: Option<String>,
+    client_rate: Option<String>,
+    client_burst: Option<String>,
     log_requests: Option<String>,
     allow_cors_preflight: Option<String>,
     log_level: Option<String>,
@@ -215,6 +238,8 @@ impl RawEnv {
         let outage_grace = var("AK_OUTPOST_OUTAGE_GRACE");
         let token_cache_ttl = var("AK_OUTPOST_TOKEN_CACHE_TTL");
         let new_token_checks = var("AK_OUTPOST_NEW_TOKEN_CHECKS_PER_SECOND");
+        let client_rate = var("AK_OUTPOST_CLIENT_REQUESTS_PER_SECOND");
+        let client_burst = var("AK_OUTPOST_CLIENT_BURST");
         let log_requests = var("AK_OUTPOST_LOG_REQUESTS");
         let allow_cors_preflight = var("AK_OUTPOST_ALLOW_CORS_PREFLIGHT");
         let log_level = var("AUTHENTIK_LOG_LEVEL");
@@ -231,6 +256,8 @@ impl RawEnv {
             outage_grace,
             token_cache_ttl,
             new_token_checks,
+            client_rate,
+            client_burst,
             log_requests,
             allow_cors_preflight,
             log_level,

@@ -1,0 +1,123 @@
+//! Requests per second per client address, for peers that are not trusted proxies: a token
+//! bucket per address (a steady rate and a burst a page load fits in), kept in a bounded
+//! cache that forgets idle addresses. Behind a reverse proxy every request comes from a
+//! trusted peer and nothing is counted; browsers that talk to the outpost directly (proxy
+//! mode, the login endpoints on a published port) and hostile clients are.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Default steady rate per client address.
+pub const DEFAULT_CLIENT_REQUESTS_PER_SECOND: u32 = 100;
+/// Default burst per client address: a page with a few hundred assets loads without waiting.
+pub const DEFAULT_CLIENT_BURST: u32 = 1000;
+/// Client addresses remembered at most (the least recently used are forgotten first).
+pub const MAX_TRACKED_CLIENTS: u64 = 100_000;
+/// An address idle this long starts again with a full bucket.
+pub const IDLE_FORGET: Duration = Duration::from_secs(600);
+
+/// The rate and burst; a rate of 0 counts nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientRate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl Default for ClientRate {
+    fn default() -> Self {
+        ClientRate {
+            per_second: DEFAULT_CLIENT_REQUESTS_PER_SECOND,
+            burst: DEFAULT_CLIENT_BURST,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// One bucket per client address.
+pub struct ClientRates {
+    buckets: moka::sync::Cache<IpAddr, Arc<Mutex<Bucket>>>,
+}
+
+impl Default for ClientRates {
+    fn default() -> Self {
+        ClientRates {
+            buckets: moka::sync::Cache::builder()
+                .max_capacity(MAX_TRACKED_CLIENTS)
+                .time_to_idle(IDLE_FORGET)
+                .build(),
+        }
+    }
+}
+
+impl ClientRates {
+    /// Takes one request from `ip`'s bucket at `now`; false when it is empty.
+    pub fn admit(&self, ip: IpAddr, rate: ClientRate, now: Instant) -> bool {
+        if rate.per_second == 0 {
+            return true;
+        }
+        let burst = f64::from(rate.burst.max(1));
+        let bucket = self.buckets.get_with(ip, || {
+            Arc::new(Mutex::new(Bucket {
+                tokens: burst,
+                at: now,
+            }))
+        });
+        // A poisoned lock only means another request panicked mid-update: the numbers are
+        // still numbers.
+        let mut b = bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let refill = now.saturating_duration_since(b.at).as_secs_f64() * f64::from(rate.per_second);
+        b.tokens = (b.tokens + refill).min(burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_steady_rate_per_address() {
+        let rates = ClientRates::default();
+        let rate = ClientRate {
+            per_second: 10,
+            burst: 5,
+        };
+        let (a, b): (IpAddr, IpAddr) = (
+            "203.0.113.1".parse().unwrap(),
+            "203.0.113.2".parse().unwrap(),
+        );
+        let t0 = Instant::now();
+        let admitted = (0..8).filter(|_| rates.admit(a, rate, t0)).count();
+        assert_eq!(admitted, 5, "the burst");
+        assert!(
+            rates.admit(b, rate, t0),
+            "another address has its own bucket"
+        );
+        // 10 per second: one more after 100 ms, none more at the same instant.
+        let t1 = t0 + Duration::from_millis(100);
+        assert!(rates.admit(a, rate, t1));
+        assert!(!rates.admit(a, rate, t1));
+        // A long pause refills up to the burst, not beyond.
+        let t2 = t1 + Duration::from_secs(60);
+        let admitted = (0..20).filter(|_| rates.admit(a, rate, t2)).count();
+        assert_eq!(admitted, 5);
+        // Rate 0: nothing counted.
+        let off = ClientRate {
+            per_second: 0,
+            burst: 0,
+        };
+        assert!((0..1000).all(|_| rates.admit(a, off, t2)));
+    }
+}
