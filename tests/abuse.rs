@@ -242,20 +242,26 @@ async fn one_untrusted_address_cannot_hold_every_connection() {
     );
 }
 
-/// A client that is not a trusted proxy gets its burst, then `429` with `Retry-After` beyond
-/// its rate, while another address (here: a trusted proxy, never counted) is served.
+/// A client that is not a trusted proxy gets its burst of logins, then `429` with
+/// `Retry-After` beyond its rate; forward-auth checks (a proxy asking for its users) and
+/// trusted proxies are never counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_client_over_its_rate_gets_429_and_others_are_served() {
     let idp = Idp::start(&IdpOptions::new(vec!["http://app.example.test/cb".into()]));
     let limits = "limits: {client_requests_per_second: 2, client_burst: 10}\n";
     let yaml_for = |addr: SocketAddr, trusted: &str| app_yaml(addr, &idp, trusted, limits);
-    let c = reqwest::Client::new();
-    let check = |addr: SocketAddr| {
-        c.get(format!("http://{addr}/outpost.goauthentik.io/auth/nginx"))
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let get = |addr: SocketAddr, path: &'static str| {
+        c.get(format!("http://{addr}{path}"))
             .header("Host", "app.example.test")
             .header("X-Original-URL", "http://app.example.test/x")
             .send()
     };
+    let start = "/outpost.goauthentik.io/start?rd=http%3A%2F%2Fapp.example.test%2F";
+    let check = "/outpost.goauthentik.io/auth/nginx";
     // Loopback untrusted: a client like any other.
     let listener = InProcess::bind();
     let addr = listener.local_addr().unwrap();
@@ -263,7 +269,7 @@ async fn an_untrusted_client_over_its_rate_gets_429_and_others_are_served() {
     let mut statuses = Vec::new();
     let started = std::time::Instant::now();
     for _ in 0..30 {
-        let r = check(o.addr).await.expect("check");
+        let r = get(o.addr, start).await.expect("start");
         if r.status() == 429 {
             assert_eq!(r.headers()["retry-after"], "1");
         }
@@ -271,19 +277,23 @@ async fn an_untrusted_client_over_its_rate_gets_429_and_others_are_served() {
     }
     // The burst, then no more than the rate refilled while the requests were sent.
     let refilled = (started.elapsed().as_secs_f64() * 2.0).ceil() as usize;
-    let served = statuses.iter().filter(|s| **s == 401).count();
-    assert!(statuses[..10].iter().all(|s| *s == 401), "{statuses:?}");
+    let served = statuses.iter().filter(|s| **s == 302).count();
+    assert!(statuses[..10].iter().all(|s| *s == 302), "{statuses:?}");
     assert!(served <= 10 + refilled, "{served} served: {statuses:?}");
     assert!(statuses.contains(&429), "{statuses:?}");
     assert!(
-        statuses.iter().all(|s| *s == 401 || *s == 429),
+        statuses.iter().all(|s| *s == 302 || *s == 429),
         "{statuses:?}"
     );
-    // The same load from a trusted proxy is never counted.
+    // Its checks are answered all the same.
+    for _ in 0..30 {
+        assert_eq!(get(o.addr, check).await.expect("check").status(), 401);
+    }
+    // The same logins from a trusted proxy are never counted.
     let listener = InProcess::bind();
     let addr = listener.local_addr().unwrap();
     let t = InProcess::serve(listener, &yaml_for(addr, "127.0.0.0/8")).await;
     for _ in 0..30 {
-        assert_eq!(check(t.addr).await.expect("check").status(), 401);
+        assert_eq!(get(t.addr, start).await.expect("start").status(), 302);
     }
 }

@@ -1,8 +1,9 @@
 //! Requests per second per client address, for peers that are not trusted proxies: a token
 //! bucket per address (a steady rate and a burst a page load fits in), kept in a bounded
 //! cache that forgets idle addresses. Behind a reverse proxy every request comes from a
-//! trusted peer and nothing is counted; browsers that talk to the outpost directly (proxy
-//! mode, the login endpoints on a published port) and hostile clients are.
+//! trusted peer and nothing is counted, nor are forward-auth checks from any peer (see
+//! `http::handlers::handle`); browsers that talk to the outpost directly (proxy mode, the
+//! login endpoints on a published port) and hostile clients are.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};

@@ -108,9 +108,6 @@ pub async fn handle(
         return respond::unavailable("the outpost has not received its configuration yet");
     }
     let trusted = rt.settings.is_trusted(peer.ip());
-    if !trusted && !outpost.admit_client(peer.ip(), rt.settings.client_rate) {
-        return respond::too_many_requests();
-    }
     let flavour = match route {
         Route::Auth(f) => Some(f),
         _ => None,
@@ -127,6 +124,12 @@ pub async fn handle(
         return with_log(respond::no_app(host), "", "no_app", "");
     };
     *answered_by = Some(app.metrics);
+    // Clients are counted, reverse proxies are not: neither trusted peers nor forward-auth
+    // checks (a proxy asking for its users, cheap to answer) use up a client's rate.
+    let check = matches!(route, Route::Auth(_)) && app.spec.mode != Mode::Proxy;
+    if !trusted && !check && !outpost.admit_client(peer.ip(), rt.settings.client_rate) {
+        return respond::too_many_requests();
+    }
     let ctx = Ctx::new(outpost, &rt, conn, trusted);
     let query = parts.uri.query().unwrap_or_default();
     let proxied = app.spec.mode == Mode::Proxy;
