@@ -197,6 +197,14 @@ async fn login_then_requests_are_proxied_with_identity() {
         again.set_cookies()
     );
 
+    // The upstream's latency is in the metrics, under authentik's name and labels.
+    let metrics = ak_outpost::state::metrics::render("ak-outpost", &Default::default());
+    let series = format!(
+        "authentik_outpost_proxy_upstream_response_duration_seconds_count{{outpost_name=\"ak-outpost\",method=\"GET\",scheme=\"http\",host=\"{host}\",upstream_host=\"{}\"}}",
+        s.backend.addr
+    );
+    assert!(metrics.contains(&series), "{series} missing in:\n{metrics}");
+
     // A POST body goes through whole.
     let posted = s
         .browser

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use http::header::{
-    AUTHORIZATION, CONNECTION, COOKIE, HOST, HeaderMap, HeaderName, HeaderValue,
+    AUTHORIZATION, CONNECTION, COOKIE, EXPECT, HOST, HeaderMap, HeaderName, HeaderValue,
     PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE, VIA,
 };
 use http::uri::{PathAndQuery, Uri};
@@ -207,6 +207,8 @@ pub fn upstream_headers(h: &mut HeaderMap, identity: Option<&HeaderMap>, f: &For
     }
     h.remove(FORWARDED);
     h.remove(X_REAL_IP);
+    // The outpost's server side has answered `Expect: 100-continue` itself.
+    h.remove(EXPECT);
     if f.drop_authorization {
         h.remove(AUTHORIZATION);
     }
@@ -433,6 +435,7 @@ mod tests {
             ("proxy-authorization", "Basic eA=="),
             ("upgrade", "websocket"),
             ("accept", "text/html"),
+            ("expect", "100-continue"),
             ("authorization", "Bearer kept"),
             (
                 "cookie",
@@ -470,6 +473,7 @@ mod tests {
             "te",
             "proxy-authorization",
             "upgrade",
+            "expect",
         ] {
             assert!(!h.contains_key(gone), "{gone} passed: {h:?}");
         }

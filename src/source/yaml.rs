@@ -30,7 +30,7 @@ use crate::state::client_rate::{
 };
 use crate::state::memo::SessionMemo;
 use crate::state::outpost::{Runtime, Settings};
-use crate::state::upstream::UpstreamClient;
+use crate::state::upstream::ProxyTo;
 
 /// Smallest accepted sealing secret, in bytes.
 pub const MIN_SECRET_LEN: usize = 32;
@@ -729,7 +729,11 @@ impl Runtime {
                     .upstream
                     .as_ref()
                     .map(|u| {
-                        UpstreamClient::reuse_or_new(previous.and_then(|r| r.upstream_client(u)), u)
+                        ProxyTo::new(
+                            previous.and_then(|r| r.upstream_client(u)),
+                            u,
+                            &spec.host_key(),
+                        )
                     })
                     .transpose()?;
                 Ok(Arc::new(Application {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::core::app::{Mode, Site, strip_port};
 use crate::provider::OidcClient;
 use crate::state::metrics::HostMetrics;
-use crate::state::upstream::UpstreamClient;
+use crate::state::upstream::ProxyTo;
 
 /// What serving an application needs, built once per configuration.
 pub struct Application {
@@ -19,8 +19,8 @@ pub struct Application {
     pub oidc: Arc<OidcClient>,
     /// Its request histograms (`host` label: the external host).
     pub metrics: &'static HostMetrics,
-    /// Proxy mode's connection pool to the application (`Some` exactly in proxy mode).
-    pub upstream: Option<Arc<UpstreamClient>>,
+    /// Proxy mode's way to the application (`Some` exactly in proxy mode).
+    pub upstream: Option<ProxyTo>,
 }
 
 /// An application is its site plus the network parts: `app.spec`, `app.sealer`, … read the

@@ -86,6 +86,8 @@ impl HostMetrics {
 /// and an entry lives as long as the process (so a request finds its histograms without
 /// reference counting).
 static HOSTS: Mutex<Vec<&'static HostMetrics>> = Mutex::new(Vec::new());
+/// Proxy mode's upstream histograms, made like [`HOSTS`] at configuration loads.
+static UPSTREAMS: Mutex<Vec<&'static UpstreamMetrics>> = Mutex::new(Vec::new());
 /// Requests no application answered (unknown host, the outpost's own endpoints).
 static NO_APP: HostMetrics = HostMetrics::new(String::new());
 static PING: HostMetrics = HostMetrics::new(String::new());
@@ -141,6 +143,42 @@ pub fn host_metrics(host: &str) -> &'static HostMetrics {
     h
 }
 
+/// Proxy mode: how long an application's upstream took to answer (until its response head),
+/// by method; labels as authentik's `authentik_outpost_proxy_upstream_response_duration_seconds`.
+pub struct UpstreamMetrics {
+    host: String,
+    scheme: String,
+    upstream_host: String,
+    by_method: [Histogram; METHODS.len()],
+}
+
+impl UpstreamMetrics {
+    /// Records one upstream answer.
+    pub fn observe(&self, method: &Method, d: Duration) {
+        self.by_method[method_index(method)].observe(d);
+    }
+}
+
+/// The upstream histograms of the application at external host `host` (`name[:port]`) with
+/// its upstream at `scheme://upstream_host`, made on first use and kept.
+pub fn upstream_metrics(host: &str, scheme: &str, upstream_host: &str) -> &'static UpstreamMetrics {
+    let mut all = UPSTREAMS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(u) = all
+        .iter()
+        .find(|u| u.host == host && u.scheme == scheme && u.upstream_host == upstream_host)
+    {
+        return u;
+    }
+    let u: &'static UpstreamMetrics = Box::leak(Box::new(UpstreamMetrics {
+        host: host.to_string(),
+        scheme: scheme.to_string(),
+        upstream_host: upstream_host.to_string(),
+        by_method: [const { Histogram::new() }; METHODS.len()],
+    }));
+    all.push(u);
+    u
+}
+
 /// What the caller reads from the state for [`render`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Health {
@@ -159,6 +197,7 @@ pub fn render(outpost_name: &str, health: &Health) -> String {
     let name = escape_label(outpost_name);
     let mut out = String::with_capacity(4096);
     render_durations(&mut out, &name);
+    render_upstreams(&mut out, &name);
     out.push_str("# HELP ak_outpost_responses_total Responses by status class\n");
     out.push_str("# TYPE ak_outpost_responses_total counter\n");
     for (class, c) in [
@@ -224,10 +263,9 @@ pub fn render(outpost_name: &str, health: &Health) -> String {
 
 /// The request duration histograms of every host and method that saw a request.
 fn render_durations(out: &mut String, name: &str) {
-    out.push_str(
-        "# HELP authentik_outpost_proxy_request_duration_seconds Proxy request duration\n",
-    );
-    out.push_str("# TYPE authentik_outpost_proxy_request_duration_seconds histogram\n");
+    out.push_str(&format!(
+        "# HELP {REQUEST_DURATION} Proxy request duration\n# TYPE {REQUEST_DURATION} histogram\n"
+    ));
     let hosts: Vec<&'static HostMetrics> = HOSTS.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let groups = hosts
         .iter()
@@ -243,29 +281,58 @@ fn render_durations(out: &mut String, name: &str) {
             let labels = format!(
                 "outpost_name=\"{name}\",method=\"{method}\",host=\"{host}\",type=\"{ty}\""
             );
-            render_histogram(out, &labels, h, count);
+            render_histogram(out, REQUEST_DURATION, &labels, h, count);
         }
     }
 }
 
-fn render_histogram(out: &mut String, labels: &str, h: &Histogram, count: u64) {
+const REQUEST_DURATION: &str = "authentik_outpost_proxy_request_duration_seconds";
+const UPSTREAM_DURATION: &str = "authentik_outpost_proxy_upstream_response_duration_seconds";
+
+/// Proxy mode's upstream histograms (only once an upstream answered).
+fn render_upstreams(out: &mut String, name: &str) {
+    let all: Vec<&'static UpstreamMetrics> =
+        UPSTREAMS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut header = false;
+    for u in all {
+        for (method, h) in METHODS.iter().zip(&u.by_method) {
+            let count = h.count.load(Ordering::Relaxed);
+            if count == 0 {
+                continue;
+            }
+            if !header {
+                out.push_str(&format!(
+                    "# HELP {UPSTREAM_DURATION} Proxy upstream response duration\n# TYPE {UPSTREAM_DURATION} histogram\n"
+                ));
+                header = true;
+            }
+            let labels = format!(
+                "outpost_name=\"{name}\",method=\"{method}\",scheme=\"{}\",host=\"{}\",upstream_host=\"{}\"",
+                escape_label(&u.scheme),
+                escape_label(&u.host),
+                escape_label(&u.upstream_host)
+            );
+            render_histogram(out, UPSTREAM_DURATION, &labels, h, count);
+        }
+    }
+}
+
+fn render_histogram(out: &mut String, metric: &str, labels: &str, h: &Histogram, count: u64) {
     let mut cumulative = 0;
     for (i, b) in BUCKETS.iter().enumerate() {
         cumulative += h.buckets[i].load(Ordering::Relaxed);
         out.push_str(&format!(
-            "authentik_outpost_proxy_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {cumulative}\n"
+            "{metric}_bucket{{{labels},le=\"{b}\"}} {cumulative}\n"
         ));
     }
     out.push_str(&format!(
-        "authentik_outpost_proxy_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}\n"
+        "{metric}_bucket{{{labels},le=\"+Inf\"}} {count}\n"
     ));
     out.push_str(&format!(
-        "authentik_outpost_proxy_request_duration_seconds_sum{{{labels}}} {}\n",
+        "{metric}_sum{{{labels}}} {}\n",
         h.sum_us.load(Ordering::Relaxed) as f64 / 1e6
     ));
-    out.push_str(&format!(
-        "authentik_outpost_proxy_request_duration_seconds_count{{{labels}}} {count}\n"
-    ));
+    out.push_str(&format!("{metric}_count{{{labels}}} {count}\n"));
 }
 
 fn escape_label(s: &str) -> String {

@@ -66,8 +66,8 @@ impl Runtime {
         self.apps
             .iter()
             .filter_map(|a| a.upstream.as_ref())
-            .find(|u| u.spec == *spec)
-            .cloned()
+            .find(|u| u.client.spec == *spec)
+            .map(|u| Arc::clone(&u.client))
     }
 }
 

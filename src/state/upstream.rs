@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 use crate::core::upstream::Upstream;
 use crate::provider::client_tls::{TlsSetupError, client_config};
 use crate::state::body::Body;
+use crate::state::metrics::{UpstreamMetrics, upstream_metrics};
 
 /// How long an idle upstream connection is kept for reuse.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -37,6 +38,31 @@ pub enum UpstreamError {
     /// No answer within the response timeout.
     #[error("upstream did not answer within {0:?}")]
     Timeout(Duration),
+}
+
+/// A proxy-mode application's way to its upstream: the (possibly shared) pooled client and
+/// the application's upstream latency histograms.
+pub struct ProxyTo {
+    pub client: Arc<UpstreamClient>,
+    pub metrics: &'static UpstreamMetrics,
+}
+
+impl ProxyTo {
+    /// For the application at external host `host` (`name[:port]`): `existing` when it has
+    /// these settings (a previous runtime's pool stays warm), else a new client.
+    pub fn new(
+        existing: Option<Arc<UpstreamClient>>,
+        spec: &Upstream,
+        host: &str,
+    ) -> Result<ProxyTo, TlsSetupError> {
+        let client = UpstreamClient::reuse_or_new(existing, spec)?;
+        let upstream_host = match (spec.url.host_str(), spec.url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (h, _) => h.unwrap_or_default().to_string(),
+        };
+        let metrics = upstream_metrics(host, spec.url.scheme(), &upstream_host);
+        Ok(ProxyTo { client, metrics })
+    }
 }
 
 /// A pooled client for one upstream.

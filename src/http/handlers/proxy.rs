@@ -27,7 +27,7 @@ use crate::core::upstream::{
 };
 use crate::http::respond::{self, Body};
 use crate::state::application::Application;
-use crate::state::upstream::{UpstreamClient, UpstreamError};
+use crate::state::upstream::{ProxyTo, UpstreamError};
 
 /// Answers a proxy-mode request: forwarded (with or without identity), a login redirect, or
 /// a page.
@@ -38,7 +38,7 @@ pub(super) async fn proxy(
     body: Body,
 ) -> Response<Body> {
     let name = app.spec.name.as_str();
-    let Some(upstream) = app.upstream.as_ref() else {
+    let Some(to) = app.upstream.as_ref() else {
         // Sources build an upstream for every proxy-mode app; fail closed if one did not.
         let r = respond::error_page(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -75,7 +75,7 @@ pub(super) async fn proxy(
                 ak_proxy: session.identity.ak_proxy.as_ref(),
                 drop_authorization: consumed,
             };
-            let mut r = forward(ctx, app, upstream, parts, body, &sent).await;
+            let mut r = forward(ctx, app, to, parts, body, &sent).await;
             if renewed {
                 respond::add_cookies(&mut r, session_set_cookies(app, &session, now, chunks_sent));
             }
@@ -88,7 +88,7 @@ pub(super) async fn proxy(
                 ak_proxy: None,
                 drop_authorization: false,
             };
-            forward(ctx, app, upstream, parts, body, &sent).await
+            forward(ctx, app, to, parts, body, &sent).await
         }
         (Decision::Login, _) => login(app, &parts),
         (Decision::Forbidden, SessionCheck::Valid { session, .. }) => {
@@ -191,11 +191,12 @@ struct Sent<'a> {
 async fn forward(
     ctx: &Ctx<'_>,
     app: &Application,
-    upstream: &UpstreamClient,
+    to: &ProxyTo,
     mut parts: Parts,
     body: Body,
     sent: &Sent<'_>,
 ) -> Response<Body> {
+    let upstream = &to.client;
     let upgrade = wants_upgrade(&parts.headers);
     let client_upgrade = upgrade
         .then(|| parts.extensions.remove::<OnUpgrade>())
@@ -222,12 +223,18 @@ async fn forward(
     };
     let mut headers = std::mem::take(&mut parts.headers);
     upstream_headers(&mut headers, sent.identity, &f);
+    let method = parts.method.clone();
     let mut req = Request::new(body);
     *req.method_mut() = parts.method;
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = headers;
-    match upstream.send(req).await {
+    let started = std::time::Instant::now();
+    let answer = upstream.send(req).await;
+    if answer.is_ok() {
+        to.metrics.observe(&method, started.elapsed());
+    }
+    match answer {
         Ok(mut resp) => {
             let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
             if switching {

@@ -17,7 +17,7 @@ use crate::provider::{ClientSettings, Discovery, OidcClient};
 use crate::state::application::{AppSet, Application};
 use crate::state::memo::SessionMemo;
 use crate::state::outpost::Runtime;
-use crate::state::upstream::UpstreamClient;
+use crate::state::upstream::ProxyTo;
 
 fn parse_url(s: Option<&str>) -> Option<Url> {
     s.filter(|s| !s.is_empty())
@@ -171,7 +171,11 @@ async fn app_for_provider(
     };
     let upstream = match &spec.upstream {
         Some(u) => {
-            match UpstreamClient::reuse_or_new(previous.and_then(|r| r.upstream_client(u)), u) {
+            match ProxyTo::new(
+                previous.and_then(|r| r.upstream_client(u)),
+                u,
+                &spec.host_key(),
+            ) {
                 Ok(c) => Some(c),
                 Err(e) => {
                     tracing::error!(provider = %p.name, error = %e, "provider skipped");
@@ -254,7 +258,7 @@ fn application(
     p: &ProxyProvider,
     spec: AppSpec,
     oidc: Arc<OidcClient>,
-    upstream: Option<Arc<UpstreamClient>>,
+    upstream: Option<ProxyTo>,
 ) -> Arc<Application> {
     let secret = p
         .cookie_secret
