@@ -284,6 +284,15 @@ async fn skip_paths_are_proxied_anonymously() {
         .await;
     assert_eq!(api.status, 401, "{}", api.body);
     assert!(api.location().is_none());
+    // A tunnel is not the application, even on a public path.
+    let tunnel = s
+        .browser
+        .client
+        .request(reqwest::Method::CONNECT, s.url("/public/x"))
+        .send()
+        .await
+        .expect("connect");
+    assert_eq!(tunnel.status(), 405);
 }
 
 /// A WebSocket is bridged to the backend once logged in; without a session the handshake is

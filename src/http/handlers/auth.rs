@@ -14,7 +14,7 @@ use url::Url;
 
 use super::login::{callback, start_login};
 use super::sign_out::sign_out;
-use super::{Ctx, Signature, signature};
+use super::{Ctx, Signature, forbidden, signature};
 use crate::core::decide::{Decision, SessionCheck, decide};
 use crate::core::identity::Identity;
 use crate::core::identity_headers::{Prepared, identity_headers};
@@ -58,15 +58,7 @@ pub(super) async fn auth(
         (Decision::Anonymous, _) => respond::empty(StatusCode::OK),
         (Decision::Login, _) => login(app, parts, &req),
         (Decision::Forbidden, SessionCheck::Valid { session, .. }) => {
-            let user = session.identity.username.clone();
-            let r = respond::error_page(
-                StatusCode::FORBIDDEN,
-                "Access denied",
-                &format!(
-                    "You are signed in as {user}, but your account is not allowed to use {name}."
-                ),
-            );
-            return ctx.logged(r, name, "forbidden", &user);
+            return forbidden(ctx, app, &session.identity.username);
         }
         (Decision::Forbidden, _) => respond::unauthorized(),
         (Decision::Unavailable, _) => respond::unavailable(

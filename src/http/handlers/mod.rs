@@ -184,6 +184,17 @@ fn under_external_path(route: Route, app: &Application, path: &str) -> Route {
     }
 }
 
+/// `403` for a signed-in user outside the allowed groups.
+fn forbidden(ctx: &Ctx<'_>, app: &Application, user: &str) -> Response<Body> {
+    let name = &app.spec.name;
+    let r = respond::error_page(
+        StatusCode::FORBIDDEN,
+        "Access denied",
+        &format!("You are signed in as {user}, but your account is not allowed to use {name}."),
+    );
+    ctx.logged(r, name, "forbidden", user)
+}
+
 fn with_log(mut r: Response<Body>, app: &str, outcome: &'static str, user: &str) -> Response<Body> {
     r.extensions_mut().insert(LogInfo {
         app: app.to_string(),

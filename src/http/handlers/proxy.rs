@@ -8,19 +8,22 @@ use std::sync::Arc;
 
 use http::header::{AUTHORIZATION, HeaderMap};
 use http::request::Parts;
-use http::{Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use url::Url;
 
-use super::Ctx;
 use super::auth::{check_session, prepare};
+use super::{Ctx, forbidden};
 use crate::core::decide::{Decision, SessionCheck, decide};
+use crate::core::identity_headers::Prepared;
 use crate::core::login::binding_cookie_name;
 use crate::core::paths::START_PATH;
 use crate::core::request::{AuthRequest, request_host};
-use crate::core::session::{clear_session_cookies, read_session_cookies, session_set_cookies};
+use crate::core::session::{
+    Session, clear_session_cookies, read_session_cookies, session_set_cookies,
+};
 use crate::core::token::unix_now;
 use crate::core::upstream::{
     Forwarding, ak_proxy_text, downstream_headers, upstream_headers, wants_upgrade,
@@ -47,6 +50,11 @@ pub(super) async fn proxy(
         );
         return ctx.logged(r, name, "misconfigured", "");
     };
+    if parts.method == Method::CONNECT {
+        // A tunnel to wherever the client names is not the application.
+        let r = respond::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        return ctx.logged(r, name, "bad_request", "");
+    }
     let cookies = read_session_cookies(&parts.headers, &app.cookie_name);
     let now = unix_now();
     let check = check_session(ctx, app, &parts.headers, &cookies, now).await;
@@ -65,23 +73,14 @@ pub(super) async fn proxy(
                 prepared,
             },
         ) => {
-            let prepared =
-                prepared.unwrap_or_else(|| Arc::new(prepare(ctx.rt, app, &session, None)));
-            let user = session.identity.username.clone();
-            // Header authentication consumed the client's `Authorization`; a cookie did not.
-            let consumed = renewed && prepared.with_cookies.is_some();
-            let sent = Sent {
-                identity: Some(&prepared.headers),
-                ak_proxy: session.identity.ak_proxy.as_ref(),
-                drop_authorization: consumed,
+            let signed_in = SignedIn {
+                session,
+                renewed,
+                prepared,
+                chunks_sent,
             };
-            let mut r = forward(ctx, app, to, parts, body, &sent).await;
-            if renewed {
-                respond::add_cookies(&mut r, session_set_cookies(app, &session, now, chunks_sent));
-            }
-            return ctx.logged(r, name, "proxied", &user);
+            return allowed(ctx, app, to, parts, body, signed_in, now).await;
         }
-        (Decision::Allow, _) => respond::unauthorized(),
         (Decision::Anonymous, _) => {
             let sent = Sent {
                 identity: None,
@@ -92,17 +91,9 @@ pub(super) async fn proxy(
         }
         (Decision::Login, _) => login(app, &parts),
         (Decision::Forbidden, SessionCheck::Valid { session, .. }) => {
-            let user = session.identity.username.clone();
-            let r = respond::error_page(
-                StatusCode::FORBIDDEN,
-                "Access denied",
-                &format!(
-                    "You are signed in as {user}, but your account is not allowed to use {name}."
-                ),
-            );
-            return ctx.logged(r, name, "forbidden", &user);
+            return forbidden(ctx, app, &session.identity.username);
         }
-        (Decision::Forbidden, _) => respond::unauthorized(),
+        (Decision::Allow | Decision::Forbidden, _) => respond::unauthorized(),
         (Decision::Unavailable, _) => respond::unavailable(
             &app.oidc
                 .not_ready_reason()
@@ -118,6 +109,44 @@ pub(super) async fn proxy(
         respond::add_cookies(&mut resp, clear_session_cookies(app, chunks_sent));
     }
     ctx.logged(resp, name, outcome(decision), "")
+}
+
+/// A live session's request, as the check found it.
+struct SignedIn {
+    session: Arc<Session>,
+    renewed: bool,
+    prepared: Option<Arc<Prepared>>,
+    chunks_sent: usize,
+}
+
+/// Forwards a signed-in user's request with their identity, storing the session again when
+/// it was renewed (or made from an `Authorization` header).
+async fn allowed(
+    ctx: &Ctx<'_>,
+    app: &Application,
+    to: &ProxyTo,
+    parts: Parts,
+    body: Body,
+    s: SignedIn,
+    now: i64,
+) -> Response<Body> {
+    let prepared = s
+        .prepared
+        .unwrap_or_else(|| Arc::new(prepare(ctx.rt, app, &s.session, None)));
+    // Header authentication consumed the client's `Authorization`; a cookie did not.
+    let consumed = s.renewed && prepared.with_cookies.is_some();
+    let sent = Sent {
+        identity: Some(&prepared.headers),
+        ak_proxy: s.session.identity.ak_proxy.as_ref(),
+        drop_authorization: consumed,
+    };
+    let mut r = forward(ctx, app, to, parts, body, &sent).await;
+    if s.renewed {
+        let cookies = session_set_cookies(app, &s.session, now, s.chunks_sent);
+        respond::add_cookies(&mut r, cookies);
+    }
+    let user = &s.session.identity.username;
+    ctx.logged(r, &app.spec.name, "proxied", user)
 }
 
 fn outcome(decision: Decision) -> &'static str {
