@@ -14,6 +14,8 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -60,6 +62,8 @@ pub fn sum(b: &[u8]) -> u64 {
 /// A running backend; dropping it stops the listener.
 pub struct Backend {
     pub addr: SocketAddr,
+    /// Connections accepted so far (keep-alive reuse shows as few).
+    pub connections: Arc<AtomicUsize>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -69,14 +73,23 @@ impl Backend {
             .await
             .expect("backend bind");
         let addr = listener.local_addr().expect("backend addr");
-        let shutdown = serve(listener, answer);
-        Backend { addr, shutdown }
+        let connections = Arc::new(AtomicUsize::new(0));
+        let shutdown = serve(listener, answer, Arc::clone(&connections));
+        Backend {
+            addr,
+            connections,
+            shutdown,
+        }
     }
 }
 
-/// Serves `handler` on `listener` (HTTP/1.1, upgrades allowed) in spawned tasks until the
-/// returned sender sends `true` or is dropped.
-pub fn serve<F, Fut, B>(listener: TcpListener, handler: F) -> watch::Sender<bool>
+/// Serves `handler` on `listener` (HTTP/1.1, upgrades allowed) in spawned tasks, counting
+/// connections in `accepted`, until the returned sender sends `true` or is dropped.
+fn serve<F, Fut, B>(
+    listener: TcpListener,
+    handler: F,
+    accepted: Arc<AtomicUsize>,
+) -> watch::Sender<bool>
 where
     F: Fn(Request<Incoming>) -> Fut + Copy + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
@@ -94,6 +107,7 @@ where
                     Err(_) => continue,
                 },
             };
+            accepted.fetch_add(1, Ordering::Relaxed);
             let mut conn_stop = stop.clone();
             tokio::spawn(async move {
                 let conn = http1::Builder::new()
