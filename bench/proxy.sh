@@ -296,17 +296,17 @@ if [[ "${PERF:-0}" == 1 ]]; then
   for row in p2_outpost_proxy b_auth_nginx; do
     wrk_headers "$row"
     log "perf profile of the outpost: $row, c=64"
-    perf record -q -g -F 1999 -o "$WORK/perf-$row.data" -p "$OUTPOST_PID" -- sleep 5 >/dev/null 2>&1 &
+    perf record -q -F 1999 -o "$WORK/perf-$row.data" -p "$OUTPOST_PID" -- sleep 5 >/dev/null 2>&1 &
     perf_pid=$!
     taskset -c "$WRK_CPU" wrk -t1 -c64 -d6s "${WH[@]}" "${URL[$row]}" >/dev/null
     wait "$perf_pid" || true
-    {
+    (
+      set +o pipefail
       echo "# perf record -F 1999 -p <ak-outpost> during wrk -t1 -c64 -d6s ($row); by DSO, then by symbol (self)"
-      perf report -i "$WORK/perf-$row.data" --no-children --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]'
-      perf report -i "$WORK/perf-$row.data" --no-children --sort dso,symbol --stdio -g none 2>/dev/null \
-        | grep -E '^ +[0-9]' | head -150
-    } >"$OUT/perf-proxy-$row.txt" || log "perf report failed for $row"
-    cp "$WORK/perf-$row.data" "$OUT/perf-proxy-$row.data" 2>/dev/null || true
+      perf report -i "$WORK/perf-$row.data" --no-children --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]' | sed 's/ *$//'
+      perf report -i "$WORK/perf-$row.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
+        | grep -E '^ +[0-9]' | sed 's/ *- *- *$//; s/ *$//' | head -150
+    ) >"$OUT/perf-proxy-$row.txt"
   done
 fi
 
