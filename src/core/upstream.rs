@@ -12,7 +12,7 @@ use http::header::{
     AUTHORIZATION, CONNECTION, COOKIE, EXPECT, HOST, HeaderMap, HeaderName, HeaderValue,
     PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE, VIA,
 };
-use http::uri::{PathAndQuery, Uri};
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use serde_json::Value;
 use url::Url;
 
@@ -60,6 +60,9 @@ pub struct Upstream {
     pub host_header: Option<String>,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// `url`'s scheme and `host[:port]`, prepared once for every request's URI (`None`:
+    /// not usable, every request gets a 502).
+    prepared: Option<(Scheme, Authority)>,
 }
 
 impl Upstream {
@@ -79,6 +82,7 @@ impl Upstream {
             return Err(format!("upstream '{url}' must not contain credentials"));
         }
         Ok(Upstream {
+            prepared: scheme_and_authority(&u),
             url: u,
             verify_tls,
             host_header: None,
@@ -90,20 +94,32 @@ impl Upstream {
     /// The URI of the upstream request for a client request's path and query: the user's
     /// `backend_override` when it is a usable http(s) URL, else this upstream.
     pub fn target(&self, backend_override: Option<&str>, pq: Option<&PathAndQuery>) -> Option<Uri> {
-        let over = backend_override.and_then(parse_base);
-        let base = over.as_ref().unwrap_or(&self.url);
-        let authority = match (base.host_str(), base.port()) {
-            (Some(h), Some(p)) => format!("{h}:{p}"),
-            (Some(h), None) => h.to_string(),
-            _ => return None,
+        let (scheme, authority) = match backend_override.and_then(parse_base) {
+            Some(over) => scheme_and_authority(&over)?,
+            None => self.prepared.clone()?,
         };
-        Uri::builder()
-            .scheme(base.scheme())
-            .authority(authority)
-            .path_and_query(pq.map_or("/", PathAndQuery::as_str))
-            .build()
-            .ok()
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(scheme);
+        parts.authority = Some(authority);
+        parts.path_and_query = Some(
+            pq.cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        Uri::from_parts(parts).ok()
     }
+}
+
+/// An http(s) URL's scheme and `host[:port]` as URI parts.
+fn scheme_and_authority(u: &Url) -> Option<(Scheme, Authority)> {
+    let authority = match (u.host_str(), u.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => return None,
+    };
+    Some((
+        u.scheme().parse().ok()?,
+        Authority::from_maybe_shared(bytes::Bytes::from(authority)).ok()?,
+    ))
 }
 
 /// An absolute http(s) URL with a host, no query and no fragment.
@@ -234,21 +250,36 @@ pub fn upstream_headers(h: &mut HeaderMap, identity: Option<&HeaderMap>, f: &For
             }
         }
     }
+    // The client's `Host` as a value once: usually it is the `Host` the client sent.
+    let host = match h.get(HOST) {
+        Some(v) if v.as_bytes() == f.host.as_bytes() => Some(v.clone()),
+        _ => HeaderValue::from_str(f.host).ok(),
+    };
     if let Some(v) = f.host_override.and_then(|s| HeaderValue::from_str(s).ok()) {
         h.insert(HOST, v);
-    } else if let Ok(v) = HeaderValue::from_str(f.host) {
-        h.insert(HOST, v);
+    } else if let Some(v) = &host {
+        h.insert(HOST, v.clone());
     }
-    let peer = f.peer.to_canonical().to_string();
-    let xff = match prior_for {
-        Some(prior) => format!("{prior}, {peer}"),
-        None => peer.clone(),
-    };
-    set(h, X_FORWARDED_FOR, &xff);
+    let peer = ip_text(f.peer);
+    match prior_for {
+        Some(prior) => set(h, X_FORWARDED_FOR, &format!("{prior}, {peer}")),
+        None => set(h, X_FORWARDED_FOR, &peer),
+    }
     set(h, X_REAL_IP, &peer);
-    let proto = prior_proto.unwrap_or(if f.tls { "https".into() } else { "http".into() });
-    set(h, X_FORWARDED_PROTO, &proto);
-    set(h, X_FORWARDED_HOST, prior_host.as_deref().unwrap_or(f.host));
+    match prior_proto {
+        Some(proto) => set(h, X_FORWARDED_PROTO, &proto),
+        None => {
+            let proto = if f.tls { "https" } else { "http" };
+            h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+        }
+    }
+    match (prior_host, host) {
+        (Some(prior), _) => set(h, X_FORWARDED_HOST, &prior),
+        (None, Some(v)) => {
+            h.insert(X_FORWARDED_HOST, v);
+        }
+        (None, None) => {}
+    }
     h.append(VIA, HeaderValue::from_static(VIA_VALUE));
     if let Some(u) = upgrade {
         h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -333,6 +364,29 @@ fn first(h: &HeaderMap, name: &HeaderName) -> Option<String> {
         .map(str::to_string)
 }
 
+/// An address as `Display` writes it (IPv4-mapped IPv6 as IPv4), IPv4 without `fmt`.
+fn ip_text(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let mut s = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    s.push('.');
+                }
+                if octet >= 100 {
+                    s.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    s.push(char::from(b'0' + octet / 10 % 10));
+                }
+                s.push(char::from(b'0' + octet % 10));
+            }
+            s
+        }
+        v6 => v6.to_string(),
+    }
+}
+
 fn set(h: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         h.insert(name, v);
@@ -370,6 +424,27 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn addresses_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "10.0.0.7",
+            "127.0.0.1",
+            "192.168.100.255",
+            "9.99.100.200",
+            "::1",
+            "2001:db8::1",
+            "::ffff:203.0.113.9",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_canonical().to_string(), "{ip}");
+        }
+        for n in 0..=255u8 {
+            let ip = IpAddr::from([n, n / 2, 255 - n, 0]);
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
     }
 
     #[test]
