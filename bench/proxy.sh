@@ -20,7 +20,7 @@
 # worker, the outpost, the backend) over each run, divided by the requests wrk completed.
 #
 # Results: bench/results/proxy-runs.csv (every run), proxy-summary.csv, proxy-summary.md.
-# Environment: QUICK=1, DURATION=5s (per run), REPEATS=3, FLOOR_BODY_BYTES=256,
+# Environment: QUICK=1, DURATION=5s (per run), REPEATS=3 (0: no load runs, e.g. with CALLGRIND=1), FLOOR_BODY_BYTES=256,
 # SKIP_BUILD=1, RESULTS=<dir>, KEEP_WORK=1, PERF=1 (flat perf profile of the outpost under
 # p2 and b at c=64, bench/results/perf-proxy-*.txt), CALLGRIND=1 (instructions per request of
 # the outpost for p2 and b, bench/results/proxy-callgrind.csv; OUTPOST_BIN=<binary> counts
@@ -342,5 +342,7 @@ if [[ "${CALLGRIND:-0}" == 1 ]]; then
   done
 fi
 
-python3 "$BENCH/proxy_report.py" "$RUNS_CSV" "$OUT" "$QUICK" "$DURATION" "$REPEATS" "$BODY_BYTES"
-log "done: $OUT/proxy-summary.md"
+if ((REPEATS > 0)); then
+  python3 "$BENCH/proxy_report.py" "$RUNS_CSV" "$OUT" "$QUICK" "$DURATION" "$REPEATS" "$BODY_BYTES"
+  log "done: $OUT/proxy-summary.md"
+fi
