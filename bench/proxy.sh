@@ -24,7 +24,9 @@
 # SKIP_BUILD=1, RESULTS=<dir>, KEEP_WORK=1, PERF=1 (flat perf profile of the outpost under
 # p2 and b at c=64, bench/results/perf-proxy-*.txt), CALLGRIND=1 (instructions per request of
 # the outpost for p2 and b, bench/results/proxy-callgrind.csv; OUTPOST_BIN=<binary> counts
-# another build with the same session).
+# another build with the same session), BASELINE_BIN=<another ak-outpost build> (adds a row
+# p2_baseline_proxy: that build in proxy mode, a second instance with the same config and
+# session, interleaved with the others, for a same-run before/after).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -156,6 +158,15 @@ taskset -c "$SERVER_CPU" "$OUTPOST_BIN" --config "$WORK/outpost.yaml" 2>>"$WORK/
 OUTPOST_PID=$!; PIDS+=($!)
 wait_http "http://127.0.0.1:$OUTPOST_PORT/outpost.goauthentik.io/ready" 200
 log "IdP at $ISSUER; ak-outpost on :$OUTPOST_PORT (pid $OUTPOST_PID); backend on :$BACKEND_PORT ($BODY_BYTES-byte body)"
+BASELINE_PID=""
+if [[ -n "${BASELINE_BIN:-}" ]]; then
+  BASE_PORT="$(free_port)"
+  outpost_yaml "$BASE_PORT" >"$WORK/outpost-baseline.yaml"
+  taskset -c "$SERVER_CPU" "$BASELINE_BIN" --config "$WORK/outpost-baseline.yaml" 2>>"$WORK/outpost-baseline.log" &
+  BASELINE_PID=$!; PIDS+=($!)
+  wait_http "http://127.0.0.1:$BASE_PORT/outpost.goauthentik.io/ready" 200
+  log "baseline $BASELINE_BIN on :$BASE_PORT (pid $BASELINE_PID)"
+fi
 
 login() { # host -> cookie header value
   "$TOOL" login --outpost "127.0.0.1:$OUTPOST_PORT" --host "$1" --user alice \
@@ -228,6 +239,11 @@ HDRS[p3_nginx_auth_request]="Host: $FWD_HOST:$P3_PORT|Cookie: $FWD_COOKIE"
 URL[b_auth_nginx]="http://127.0.0.1:$OUTPOST_PORT/outpost.goauthentik.io/auth/nginx"
 HDRS[b_auth_nginx]="Host: $FWD_HOST|X-Original-URL: $FWD_EXTERNAL$PATHQ|Cookie: $FWD_COOKIE"
 ROWS=(p0_backend p1_nginx_proxy p2_outpost_proxy p3_nginx_auth_request b_auth_nginx)
+if [[ -n "$BASELINE_PID" ]]; then
+  URL[p2_baseline_proxy]="http://127.0.0.1:$BASE_PORT$PATHQ"
+  HDRS[p2_baseline_proxy]="${HDRS[p2_outpost_proxy]}"
+  ROWS+=(p2_baseline_proxy)
+fi
 wrk_headers() { # row -> WH array of wrk -H args
   local IFS='|' h
   WH=("${H_BROWSER[@]}")
@@ -237,13 +253,14 @@ wrk_headers() { # row -> WH array of wrk -H args
 # CPU ticks (utime + stime, all threads, live or exited) of a process and its children.
 ticks_of() {
   local p="$1" q t=0
+  [[ -n "$p" ]] || { echo 0; return; }
   for q in $p $(pgrep -P "$p" 2>/dev/null || true); do
     [[ -r "/proc/$q/stat" ]] || continue
     t=$((t + $(sed 's/.*) //' "/proc/$q/stat" | awk '{print $12 + $13}')))
   done
   echo "$t"
 }
-all_ticks() { echo "$(ticks_of "$P1_PID") $(ticks_of "$P3_PID") $(ticks_of "$OUTPOST_PID") $(ticks_of "$BACKEND_PID")"; }
+all_ticks() { echo "$(ticks_of "$P1_PID") $(ticks_of "$P3_PID") $(ticks_of "$OUTPOST_PID") $(ticks_of "$BACKEND_PID") $(ticks_of "$BASELINE_PID")"; }
 
 # Checks: the expected status with curl, the backend's body through each proxy, then a wrk
 # warm-up whose answers must all be 200.
@@ -263,7 +280,7 @@ done
 log "checks passed; response heads: p1 $(wc -c <"$WORK/head-p1_nginx_proxy") B, p2 $(wc -c <"$WORK/head-p2_outpost_proxy") B"
 
 RUNS_CSV="$OUT/proxy-runs.csv"
-echo "rep,target,concurrency,rps,p50_us,p90_us,p99_us,max_us,requests,non_2xx,socket_errors,duration_s,ticks_nginx_p1,ticks_nginx_p3,ticks_outpost,ticks_backend,clk_tck" >"$RUNS_CSV"
+echo "rep,target,concurrency,rps,p50_us,p90_us,p99_us,max_us,requests,non_2xx,socket_errors,duration_s,ticks_nginx_p1,ticks_nginx_p3,ticks_outpost,ticks_backend,ticks_baseline,clk_tck" >"$RUNS_CSV"
 CLK="$(getconf CLK_TCK)"
 part="${DURATION%s}"
 for ((rep = 1; rep <= REPEATS; rep++)); do
@@ -273,17 +290,17 @@ for ((rep = 1; rep <= REPEATS; rep++)); do
     for ((k = 0; k < n; k++)); do
       row="${ROWS[$(((k + rep - 1) % n))]}"
       wrk_headers "$row"
-      read -r a1 a3 ao ab < <(all_ticks)
+      read -r a1 a3 ao ab az < <(all_ticks)
       line="$(taskset -c "$WRK_CPU" wrk -t1 -c"$c" -d"${part}s" --timeout 5s -s "$BENCH/wrk/report.lua" "${WH[@]}" "${URL[$row]}" \
         | sed -n 's/^BENCH //p')"
-      read -r b1 b3 bo bb < <(all_ticks)
+      read -r b1 b3 bo bb bz < <(all_ticks)
       [[ -n "$line" ]] || die "wrk produced no result for $row c=$c"
-      python3 - "$line" "$rep" "$row" "$c" "$((b1 - a1))" "$((b3 - a3))" "$((bo - ao))" "$((bb - ab))" "$CLK" >>"$RUNS_CSV" <<'EOF'
+      python3 - "$line" "$rep" "$row" "$c" "$((b1 - a1))" "$((b3 - a3))" "$((bo - ao))" "$((bb - ab))" "$((bz - az))" "$CLK" >>"$RUNS_CSV" <<'EOF'
 import json, sys
-j = json.loads(sys.argv[1]); rep, row, c, t1, t3, to, tb, clk = sys.argv[2:]
+j = json.loads(sys.argv[1]); rep, row, c, t1, t3, to, tb, tz, clk = sys.argv[2:]
 errs = j["err_connect"] + j["err_read"] + j["err_write"] + j["err_timeout"]
 print(f'{rep},{row},{c},{j["rps"]:.1f},{j["p50_us"]},{j["p90_us"]},{j["p99_us"]},{j["max_us"]},'
-      f'{j["requests"]},{j["err_status"]},{errs},{j["duration_us"] / 1e6:.3f},{t1},{t3},{to},{tb},{clk}')
+      f'{j["requests"]},{j["err_status"]},{errs},{j["duration_us"] / 1e6:.3f},{t1},{t3},{to},{tb},{tz},{clk}')
 EOF
       log "rep $rep c=$c $row: $(tail -1 "$RUNS_CSV" | cut -d, -f4) req/s"
     done

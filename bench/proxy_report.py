@@ -21,6 +21,7 @@ LABELS = {
     "p2_outpost_proxy": "(p2) ak-outpost proxy mode → backend, valid session",
     "p3_nginx_auth_request": "(p3) nginx `auth_request` → ak-outpost, `proxy_pass` → backend",
     "b_auth_nginx": "(b) ak-outpost `/auth/nginx` alone, valid session",
+    "p2_baseline_proxy": "(p2′) BASELINE_BIN in proxy mode (before)",
 }
 # Which processes serve each row (their CPU is the row's server CPU).
 PROCS = {
@@ -29,9 +30,11 @@ PROCS = {
     "p2_outpost_proxy": ["outpost", "backend"],
     "p3_nginx_auth_request": ["nginx_p3", "outpost", "backend"],
     "b_auth_nginx": ["outpost"],
+    "p2_baseline_proxy": ["baseline", "backend"],
 }
 TICKS = {"nginx_p1": "ticks_nginx_p1", "nginx_p3": "ticks_nginx_p3",
-         "outpost": "ticks_outpost", "backend": "ticks_backend"}
+         "outpost": "ticks_outpost", "backend": "ticks_backend",
+         "baseline": "ticks_baseline"}
 
 
 def cpu_us(r, proc):
@@ -127,7 +130,8 @@ def main():
                             f"{med([float(r['p99_us']) for r in rs]):.0f}",
                             f"{max(float(r['p99_us']) for r in rs):.0f}",
                             f"{med(per_rep_cpu(t, c, PROCS[t])):.2f}",
-                            f"{med(per_rep_cpu(t, c, ['outpost'])):.2f}" if "outpost" in PROCS[t] else "",
+                            f"{med(per_rep_cpu(t, c, [PROCS[t][0] if t == 'p2_baseline_proxy' else 'outpost'])):.2f}"
+                            if "outpost" in PROCS[t] or t == "p2_baseline_proxy" else "",
                             f"{med(per_rep_cpu(t, c, nginx)):.2f}" if nginx else "",
                             f"{med(per_rep_cpu(t, c, ['backend'])):.2f}" if "backend" in PROCS[t] else "",
                             f"{med(x):.3f}" if x else "", f"{min(x):.3f}" if x else "",
@@ -166,7 +170,9 @@ def main():
                         ("p3_nginx_auth_request", "p1_nginx_proxy", "(p3) nginx auth_request + outpost ÷ (p1)"),
                         ("p2_outpost_proxy", "p3_nginx_auth_request", "(p2) ÷ (p3)"),
                         ("p1_nginx_proxy", "p0_backend", "(p1) ÷ (p0) backend alone"),
-                        ("p2_outpost_proxy", "b_auth_nginx", "(p2) ÷ (b) the check alone")]:
+                        ("p2_outpost_proxy", "b_auth_nginx", "(p2) ÷ (b) the check alone"),
+                        ("p2_baseline_proxy", "p1_nginx_proxy", "(p2′) the baseline build ÷ (p1)"),
+                        ("p2_outpost_proxy", "p2_baseline_proxy", "(p2) this build ÷ (p2′) the baseline build")]:
         if not all((a, c) in by and (b, c) in by for c in conc):
             continue
         L.append(f"| {label} | " + " | ".join(spread(ratio(a, b, c), f2) for c in conc) + " |")
@@ -177,8 +183,10 @@ def main():
     L.append("|---|---|" + "---:|" * len(conc))
     for t in targets:
         for p in PROCS[t]:
-            name = {"nginx_p1": "nginx", "nginx_p3": "nginx", "outpost": "ak-outpost", "backend": "backend"}[p]
-            L.append(f"| {t.split('_')[0]} | {name} | " + " | ".join(f1(med(per_rep_cpu(t, c, [p]))) for c in conc) + " |")
+            name = {"nginx_p1": "nginx", "nginx_p3": "nginx", "outpost": "ak-outpost", "backend": "backend",
+                    "baseline": "ak-outpost (baseline build)"}[p]
+            short = {"p2_baseline_proxy": "p2′"}.get(t, t.split("_")[0])
+            L.append(f"| {short} | {name} | " + " | ".join(f1(med(per_rep_cpu(t, c, [p]))) for c in conc) + " |")
     if all(("p2_outpost_proxy", c) in by and ("b_auth_nginx", c) in by for c in conc):
         def beyond(c):
             reps = sorted({r["rep"] for r in rows})
@@ -190,6 +198,16 @@ def main():
             return xs
         L.append(f"| p2 − b | ak-outpost: proxying beyond the check | " +
                  " | ".join(spread(beyond(c), f1) for c in conc) + " |")
+        if all(("p2_baseline_proxy", c) in by for c in conc):
+            def beyond_base(c):
+                xs = []
+                for rep in sorted({r["rep"] for r in rows}):
+                    r2, rb = rep_of.get((rep, "p2_baseline_proxy", c)), rep_of.get((rep, "b_auth_nginx", c))
+                    if r2 and rb:
+                        xs.append(cpu_us(r2, "baseline") - cpu_us(rb, "outpost"))
+                return xs
+            L.append(f"| p2′ − b | baseline build: proxying beyond the check | " +
+                     " | ".join(spread(beyond_base(c), f1) for c in conc) + " |")
     if all(("p1_nginx_proxy", c) in by for c in conc):
         L.append("| p1 | nginx: proxying (for comparison) | " +
                  " | ".join(f1(med(per_rep_cpu("p1_nginx_proxy", c, ["nginx_p1"]))) for c in conc) + " |")
