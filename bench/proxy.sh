@@ -24,7 +24,8 @@
 # SKIP_BUILD=1, RESULTS=<dir>, KEEP_WORK=1, PERF=1 (flat perf profile of the outpost under
 # p2 and b at c=64, bench/results/perf-proxy-*.txt), CALLGRIND=1 (instructions per request of
 # the outpost for p2 and b, bench/results/proxy-callgrind.csv; OUTPOST_BIN=<binary> counts
-# another build with the same session), BASELINE_BIN=<another ak-outpost build> (adds a row
+# another build with the same session; CALLGRIND_LABEL=<name> names it in the CSV, default
+# the checked-out commit; CALLGRIND_CONNECTIONS=1 as in callgrind.sh), BASELINE_BIN=<another ak-outpost build> (adds a row
 # p2_baseline_proxy: that build in proxy mode, a second instance with the same config and
 # session, interleaved with the others, for a same-run before/after).
 set -euo pipefail
@@ -353,7 +354,7 @@ if [[ "${CALLGRIND:-0}" == 1 ]]; then
       total="$(sed -n 's/^totals: *\([0-9]*\).*/\1/p' "$f" 2>/dev/null || true)"; [[ -n "$total" ]] && break; sleep 0.1
     done
     [[ -n "$total" && -n "$n" && "$n" -gt 0 ]] || die "callgrind: no count for $row"
-    echo "$row,$((total / n)),$n,$(basename "$(dirname "$(dirname "$OUTPOST_BIN")")")/$(basename "$OUTPOST_BIN")" >>"$CG"
+    echo "$row,$((total / n)),$n,${CALLGRIND_LABEL:-$(git -C "$ROOT" log -1 --format=%h 2>/dev/null || basename "$OUTPOST_BIN")}" >>"$CG"
     if [[ -n "${CALLGRIND_KEEP:-}" ]]; then mkdir -p "$CALLGRIND_KEEP"; cp "$f" "$CALLGRIND_KEEP/$row.callgrind"; fi
     log "callgrind $row: $((total / n)) instructions per request ($n requests)"
   done
