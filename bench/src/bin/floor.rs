@@ -71,7 +71,12 @@ fn main() {
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
     {
-        let page: Vec<u8> = b"<p>ak-outpost bench backend</p>\n".iter().copied().cycle().take(n).collect();
+        let page: Vec<u8> = b"<p>ak-outpost bench backend</p>\n"
+            .iter()
+            .copied()
+            .cycle()
+            .take(n)
+            .collect();
         BODY.set(Bytes::from(page)).expect("set once");
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
