@@ -421,6 +421,8 @@ s = json.load(open(sys.argv[1]))
 print(f"startup_median,{s['median_ms']:.2f},ms,exec to first 204 on /ping; {s['runs']} runs; min {s['min_ms']:.2f} p90 {s['p90_ms']:.2f}")
 EOF
 
+[[ "${PROXY_BENCH:-0}" == 1 ]] && SKIP_BUILD=1 CARGO_TARGET_DIR="$ROOT/target" RESULTS="$OUT" QUICK="$QUICK" bash "$BENCH/proxy.sh" # proxy mode vs nginx (bench/proxy.sh)
+
 # --- 10. report ------------------------------------------------------------------------------
 python3 "$BENCH/report.py" facts "$OUT" # date, load average and commit as the measurements end
 python3 "$BENCH/report.py" report "$OUT" "$QUICK" "$DURATION"

@@ -12,7 +12,7 @@ use http::header::{
     AUTHORIZATION, CONNECTION, COOKIE, EXPECT, HOST, HeaderMap, HeaderName, HeaderValue,
     PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE, VIA,
 };
-use http::uri::{PathAndQuery, Uri};
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use serde_json::Value;
 use url::Url;
 
@@ -60,6 +60,9 @@ pub struct Upstream {
     pub host_header: Option<String>,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// `url`'s scheme and `host[:port]`, prepared once for every request's URI (`None`:
+    /// not usable, every request gets a 502).
+    prepared: Option<(Scheme, Authority)>,
 }
 
 impl Upstream {
@@ -79,6 +82,7 @@ impl Upstream {
             return Err(format!("upstream '{url}' must not contain credentials"));
         }
         Ok(Upstream {
+            prepared: scheme_and_authority(&u),
             url: u,
             verify_tls,
             host_header: None,
@@ -90,20 +94,32 @@ impl Upstream {
     /// The URI of the upstream request for a client request's path and query: the user's
     /// `backend_override` when it is a usable http(s) URL, else this upstream.
     pub fn target(&self, backend_override: Option<&str>, pq: Option<&PathAndQuery>) -> Option<Uri> {
-        let over = backend_override.and_then(parse_base);
-        let base = over.as_ref().unwrap_or(&self.url);
-        let authority = match (base.host_str(), base.port()) {
-            (Some(h), Some(p)) => format!("{h}:{p}"),
-            (Some(h), None) => h.to_string(),
-            _ => return None,
+        let (scheme, authority) = match backend_override.and_then(parse_base) {
+            Some(over) => scheme_and_authority(&over)?,
+            None => self.prepared.clone()?,
         };
-        Uri::builder()
-            .scheme(base.scheme())
-            .authority(authority)
-            .path_and_query(pq.map_or("/", PathAndQuery::as_str))
-            .build()
-            .ok()
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(scheme);
+        parts.authority = Some(authority);
+        parts.path_and_query = Some(
+            pq.cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        Uri::from_parts(parts).ok()
     }
+}
+
+/// An http(s) URL's scheme and `host[:port]` as URI parts.
+fn scheme_and_authority(u: &Url) -> Option<(Scheme, Authority)> {
+    let authority = match (u.host_str(), u.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => return None,
+    };
+    Some((
+        u.scheme().parse().ok()?,
+        Authority::from_maybe_shared(bytes::Bytes::from(authority)).ok()?,
+    ))
 }
 
 /// An absolute http(s) URL with a host, no query and no fragment.
@@ -167,13 +183,20 @@ fn connection_tokens(h: &HeaderMap) -> impl Iterator<Item = &str> {
 /// names whose removal would hide who the client is (`X-Forwarded-*`, `Forwarded`) are
 /// rebuilt by the caller rather than trusted to the client's list.
 pub fn remove_hop_by_hop(h: &mut HeaderMap) {
+    // One pass over the names present (a handful) instead of a hashed `remove` for each of
+    // the nine: most messages carry none of them, or only `Connection`.
+    let present: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| HOP_BY_HOP.contains(k))
+        .cloned()
+        .collect();
+    if present.is_empty() {
+        return;
+    }
     let named: Vec<HeaderName> = connection_tokens(h)
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
-    for n in named {
-        h.remove(n);
-    }
-    for n in HOP_BY_HOP {
+    for n in named.into_iter().chain(present) {
         h.remove(n);
     }
 }
@@ -194,21 +217,27 @@ pub fn upstream_headers(h: &mut HeaderMap, identity: Option<&HeaderMap>, f: &For
         (None, None, None)
     };
     remove_hop_by_hop(h);
+    // Forged identity and forwarding headers (and `Expect`), found in one pass over the names
+    // present.
     let forged: Vec<HeaderName> = h
         .keys()
         .filter(|k| {
             let n = k.as_str();
-            n.starts_with("x-authentik-") || n.contains('_') || n.starts_with("x-forwarded-")
+            n.starts_with("x-authentik-")
+                || n.contains('_')
+                || n.starts_with("x-forwarded-")
+                || **k == FORWARDED
+                || **k == X_REAL_IP
+                // The outpost's server side has answered `Expect: 100-continue` itself.
+                || **k == EXPECT
         })
         .cloned()
         .collect();
     for n in forged {
         h.remove(n);
     }
-    h.remove(FORWARDED);
-    h.remove(X_REAL_IP);
-    // The outpost's server side has answered `Expect: 100-continue` itself.
-    h.remove(EXPECT);
+    // Room for what is added below, so the map grows once.
+    h.reserve(identity.map_or(0, HeaderMap::len) + 7);
     if f.drop_authorization {
         h.remove(AUTHORIZATION);
     }
@@ -221,21 +250,36 @@ pub fn upstream_headers(h: &mut HeaderMap, identity: Option<&HeaderMap>, f: &For
             }
         }
     }
+    // The client's `Host` as a value once: usually it is the `Host` the client sent.
+    let host = match h.get(HOST) {
+        Some(v) if v.as_bytes() == f.host.as_bytes() => Some(v.clone()),
+        _ => HeaderValue::from_str(f.host).ok(),
+    };
     if let Some(v) = f.host_override.and_then(|s| HeaderValue::from_str(s).ok()) {
         h.insert(HOST, v);
-    } else if let Ok(v) = HeaderValue::from_str(f.host) {
-        h.insert(HOST, v);
+    } else if let Some(v) = &host {
+        h.insert(HOST, v.clone());
     }
-    let peer = f.peer.to_canonical().to_string();
-    let xff = match prior_for {
-        Some(prior) => format!("{prior}, {peer}"),
-        None => peer.clone(),
-    };
-    set(h, X_FORWARDED_FOR, &xff);
+    let peer = ip_text(f.peer);
+    match prior_for {
+        Some(prior) => set(h, X_FORWARDED_FOR, &format!("{prior}, {peer}")),
+        None => set(h, X_FORWARDED_FOR, &peer),
+    }
     set(h, X_REAL_IP, &peer);
-    let proto = prior_proto.unwrap_or(if f.tls { "https".into() } else { "http".into() });
-    set(h, X_FORWARDED_PROTO, &proto);
-    set(h, X_FORWARDED_HOST, prior_host.as_deref().unwrap_or(f.host));
+    match prior_proto {
+        Some(proto) => set(h, X_FORWARDED_PROTO, &proto),
+        None => {
+            let proto = if f.tls { "https" } else { "http" };
+            h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+        }
+    }
+    match (prior_host, host) {
+        (Some(prior), _) => set(h, X_FORWARDED_HOST, &prior),
+        (None, Some(v)) => {
+            h.insert(X_FORWARDED_HOST, v);
+        }
+        (None, None) => {}
+    }
     h.append(VIA, HeaderValue::from_static(VIA_VALUE));
     if let Some(u) = upgrade {
         h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -268,34 +312,72 @@ pub fn strip_cookies(h: &mut HeaderMap, prefix: &str, binding: &str) {
     if !h.contains_key(COOKIE) {
         return;
     }
-    let ours = |name: &str| {
-        name == binding
+    let ours = |name: &[u8]| {
+        name == binding.as_bytes()
             || name
-                .strip_prefix(prefix)
+                .strip_prefix(prefix.as_bytes())
                 .is_some_and(|rest| rest.is_empty() || is_chunk_suffix(rest))
     };
-    let kept: Vec<String> = h
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty())
-        .filter(|pair| !ours(pair.split('=').next().unwrap_or_default().trim()))
-        .map(str::to_string)
-        .collect();
+    // Byte by byte (the session cookie alone is ≈1.4 KB): pairs split with `memchr`, kept
+    // pairs copied once into the new value.
+    let mut kept: Vec<u8> = Vec::new();
+    for v in h.get_all(COOKIE) {
+        let line = v.as_bytes();
+        // Only visible ASCII, as `HeaderValue::to_str` accepts (a line with anything else
+        // is dropped whole).
+        if !is_visible_ascii(line) {
+            continue;
+        }
+        let mut start = 0;
+        while start <= line.len() {
+            let end = memchr::memchr(b';', &line[start..]).map_or(line.len(), |i| start + i);
+            let pair = trim_ows(&line[start..end]);
+            start = end + 1;
+            if pair.is_empty() {
+                continue;
+            }
+            let name = memchr::memchr(b'=', pair).map_or(pair, |i| &pair[..i]);
+            if ours(trim_ows(name)) {
+                continue;
+            }
+            if !kept.is_empty() {
+                kept.extend_from_slice(b"; ");
+            }
+            kept.extend_from_slice(pair);
+        }
+    }
     h.remove(COOKIE);
     if !kept.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+        && let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(kept))
     {
         h.insert(COOKIE, v);
     }
 }
 
+/// What `HeaderValue::to_str` accepts: tab and `0x20..=0x7e`. Without an early exit, so the
+/// loop is vectorised.
+fn is_visible_ascii(b: &[u8]) -> bool {
+    b.iter().fold(true, |ok, &c| {
+        ok & ((0x20..0x7f).contains(&c) | (c == b'\t'))
+    })
+}
+
+/// Without leading and trailing spaces and tabs (the only whitespace a visible-ASCII value
+/// has).
+fn trim_ows(mut b: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = b {
+        b = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = b {
+        b = rest;
+    }
+    b
+}
+
 /// `_1` … `_99`: the suffix of a session cookie chunk.
-fn is_chunk_suffix(rest: &str) -> bool {
-    rest.strip_prefix('_')
-        .is_some_and(|n| !n.is_empty() && n.len() <= 2 && n.bytes().all(|b| b.is_ascii_digit()))
+fn is_chunk_suffix(rest: &[u8]) -> bool {
+    rest.strip_prefix(b"_")
+        .is_some_and(|n| !n.is_empty() && n.len() <= 2 && n.iter().all(u8::is_ascii_digit))
 }
 
 /// Every value of a header joined with `, `, if any is text.
@@ -318,6 +400,29 @@ fn first(h: &HeaderMap, name: &HeaderName) -> Option<String> {
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(str::to_string)
+}
+
+/// An address as `Display` writes it (IPv4-mapped IPv6 as IPv4), IPv4 without `fmt`.
+fn ip_text(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let mut s = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    s.push('.');
+                }
+                if octet >= 100 {
+                    s.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    s.push(char::from(b'0' + octet / 10 % 10));
+                }
+                s.push(char::from(b'0' + octet % 10));
+            }
+            s
+        }
+        v6 => v6.to_string(),
+    }
 }
 
 fn set(h: &mut HeaderMap, name: HeaderName, value: &str) {
@@ -357,6 +462,27 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn addresses_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "10.0.0.7",
+            "127.0.0.1",
+            "192.168.100.255",
+            "9.99.100.200",
+            "::1",
+            "2001:db8::1",
+            "::ffff:203.0.113.9",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_canonical().to_string(), "{ip}");
+        }
+        for n in 0..=255u8 {
+            let ip = IpAddr::from([n, n / 2, 255 - n, 0]);
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
     }
 
     #[test]
@@ -478,6 +604,49 @@ mod tests {
             assert!(!h.contains_key(gone), "{gone} passed: {h:?}");
         }
         assert!(h.keys().all(|k| !k.as_str().contains('_')), "{h:?}");
+    }
+
+    /// What the outpost's cookies leave of `Cookie`: spaces trimmed, empty pairs dropped,
+    /// several lines joined, a line with anything but visible ASCII dropped whole, and no
+    /// header at all when nothing is left.
+    #[test]
+    fn cookie_lines_without_the_outposts_cookies() {
+        let strip = |lines: &[&[u8]]| {
+            let mut h = HeaderMap::new();
+            for l in lines {
+                h.append(COOKIE, HeaderValue::from_bytes(l).unwrap());
+            }
+            strip_cookies(
+                &mut h,
+                "authentik_proxy_abcd1234",
+                "authentik_proxy_abcd1234_login",
+            );
+            let got: Vec<_> = h
+                .get_all(COOKIE)
+                .iter()
+                .map(|v| v.as_bytes().to_vec())
+                .collect();
+            got
+        };
+        assert_eq!(
+            strip(&[b"  a=1 ;;\tb = 2 ; authentik_proxy_abcd1234_7=x;c", b"d=4"]),
+            [b"a=1; b = 2; c; d=4".to_vec()]
+        );
+        assert_eq!(
+            strip(&[
+                b"authentik_proxy_abcd1234=s",
+                b" authentik_proxy_abcd1234_login=b "
+            ]),
+            Vec::<Vec<u8>>::new()
+        );
+        assert_eq!(
+            strip(&[b"a=\xe9t\xe9", b"authentik_proxy_abcd1234_100=kept; x=1"]),
+            [b"authentik_proxy_abcd1234_100=kept; x=1".to_vec()]
+        );
+        assert_eq!(
+            strip(&[b"=v; authentik_proxy_abcd1234 =s"]),
+            [b"=v".to_vec()]
+        );
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! `FLOOR_READY <addr>` once listening. With a headers file (`Name: value` lines, as `curl -D`
 //! writes them; the status line and framing headers are skipped) it answers with exactly those
 //! headers instead: the same response bytes as the outpost, still without any logic.
+//! With `FLOOR_BODY_BYTES=<n>` in the environment every answer carries a body of `n` bytes
+//! (a small page; the backend of the proxy-mode benchmark, `bench/proxy.sh`).
 
 use std::convert::Infallible;
 use std::sync::OnceLock;
@@ -28,9 +30,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 
 /// The answer's headers when a headers file was given.
 static FIXED: OnceLock<HeaderMap> = OnceLock::new();
+/// The answer's body (`FLOOR_BODY_BYTES`; empty without it).
+static BODY: OnceLock<Bytes> = OnceLock::new();
 
 async fn answer(_req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let mut r = Response::new(Full::new(Bytes::new()));
+    let mut r = Response::new(Full::new(BODY.get().cloned().unwrap_or_default()));
     if let Some(fixed) = FIXED.get() {
         *r.headers_mut() = fixed.clone();
         return Ok(r);
@@ -62,6 +66,18 @@ fn main() {
             h.append(name, HeaderValue::from_str(v.trim()).expect("header value"));
         }
         FIXED.set(h).expect("set once");
+    }
+    if let Some(n) = std::env::var("FLOOR_BODY_BYTES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        let page: Vec<u8> = b"<p>ak-outpost bench backend</p>\n"
+            .iter()
+            .copied()
+            .cycle()
+            .take(n)
+            .collect();
+        BODY.set(Bytes::from(page)).expect("set once");
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
