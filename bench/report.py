@@ -239,10 +239,10 @@ def verdicts(runs, mem):
     if "outpost_rss_first_checks" in m:
         v = int(m["outpost_rss_first_checks"]["value"]) / 1024
         out.append(("idle RSS after the first checks ≤ 5 MiB", f"{v:.1f} MiB", v <= 5))
-    for k in ["outpost_hwm_all_load", "outpost_hwm_direct_load"]:
+    for k in ["outpost_hwm_valid_load"]:
         if k in m:
             v = int(m[k]["value"]) / 1024
-            out.append((f"RSS under load ≤ 8 MiB ({k})", f"{v:.1f} MiB", v <= 8))
+            out.append(("RSS under valid-session load ≤ 8 MiB (VmHWM after (b))", f"{v:.1f} MiB", v <= 8))
             break
     if "outpost_rss_sessions" in m:
         v = int(m["outpost_rss_sessions"]["value"]) / 1024
@@ -308,7 +308,8 @@ def cmd_report(out, quick, duration):
         cpu = " / ".join(f"{float(runs[(t, c)].get('server_cpu_us_per_req') or 0):.1f}" if (t, c) in runs else "–" for c in CONC)
         md.append(f"| {LABELS[t]} | {' | '.join(cells)} | {p50} | {p99} | {rtxt} | {cpu} |")
     md.append("")
-    md.append("Ratios: (b)–(e) against (a) the floor; (f) ak-outpost against the floor behind the same nginx config. "
+    md.append("Ratios: (b)–(e) against (a) the floor; (f) and (f′) against the floor behind the same nginx config, "
+              "all of them sent a browser's page request (`bench/browser.sh`). "
               "Server CPU: user + system time of the server processes during the run (for (f): nginx, the outpost or floor, "
               "and the app) divided by the requests wrk completed; it does not depend on whether wrk or the server was the bottleneck.")
     warn = [(t, c, r) for (t, c), r in runs.items()

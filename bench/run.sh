@@ -310,6 +310,8 @@ for c in "${CONCURRENCY[@]}"; do
 done
 stop_pid "$FLOOR2_PID"
 direct b_cookie_cached "$OP" 200 "${H_COMMON[@]}" -H "Cookie: $COOKIE"
+read -r rss hwm < <(mem_of "$OUTPOST_PID")
+echo "outpost_hwm_valid_load,$hwm,KiB,VmHWM after (b): valid-session checks at c up to 64" >>"$MEM_CSV"
 direct c_no_cookie "$OP" 401 "${H_COMMON[@]}"
 direct d_bearer_hit "$OP" 200 "${H_COMMON[@]}" -H "Authorization: Bearer $ACCESS"
 
