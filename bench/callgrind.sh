@@ -84,6 +84,8 @@ wanted d_bearer_hit && measure d_bearer_hit -H "Authorization: Bearer $ACCESS"
 # nginx's auth sub-request for a browser's page request (bench/browser.sh): ~16 headers,
 # 2.5 KB, the session cookie among other applications' cookies.
 wanted n_nginx_subrequest && measure_raw n_nginx_subrequest "${SUBREQ_H[@]}"
+# The same on a new connection per check, as SWAG's config (no upstream keepalive) sends it.
+wanted n_nginx_subrequest_close && measure_raw n_nginx_subrequest_close "${SUBREQ_H[@]}" -H "Connection: close"
 stop
 if [[ -n "$FLOOR_BIN" ]]; then
   start "http://127.0.0.1:$FLOOR_PORT/" floor.out "$FLOOR_BIN" "127.0.0.1:$FLOOR_PORT" "$FLOOR_HEADERS"
@@ -91,5 +93,6 @@ if [[ -n "$FLOOR_BIN" ]]; then
   URL="http://127.0.0.1:$FLOOR_PORT/outpost.goauthentik.io/auth/nginx"
   wanted a2_floor_same_response && measure a2_floor_same_response -H "Cookie: $COOKIE"
   wanted n2_floor_nginx_subrequest && measure_raw n2_floor_nginx_subrequest "${SUBREQ_H[@]}"
+  wanted n2_floor_nginx_subrequest_close && measure_raw n2_floor_nginx_subrequest_close "${SUBREQ_H[@]}" -H "Connection: close"
   stop
 fi

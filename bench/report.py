@@ -39,6 +39,8 @@ LABELS = {
     "f_nginx_nokeepalive_outpost_nojwt": "(f) browser → nginx → ak-outpost, `send_jwt_header: false`, no keepalive (SWAG)",
     "n_nginx_subrequest": "(n) nginx's auth sub-request for a browser's page request (16 headers, 2.5 KB), valid cookie",
     "n2_floor_nginx_subrequest": "(n′) floor answering (n) with the outpost's exact response headers",
+    "n_nginx_subrequest_close": "(n) on a new connection per check (SWAG's config, no upstream keepalive)",
+    "n2_floor_nginx_subrequest_close": "(n′) on a new connection per check",
 }
 # Which run each target is compared with.
 BASELINE = {
@@ -337,6 +339,9 @@ def cmd_report(out, quick, duration):
     if "n_nginx_subrequest" in by_target and "n2_floor_nginx_subrequest" in by_target:
         own = by_target["n_nginx_subrequest"] - by_target["n2_floor_nginx_subrequest"]
         cg_rows.append(["(n) minus (n′): the outpost's own work on nginx's sub-request", f"{own:,}", "–"])
+    if "n_nginx_subrequest_close" in by_target and "n2_floor_nginx_subrequest_close" in by_target:
+        own = by_target["n_nginx_subrequest_close"] - by_target["n2_floor_nginx_subrequest_close"]
+        cg_rows.append(["the same on a new connection per check", f"{own:,}", "–"])
     md_table(md, ["instructions per request (callgrind, `bench/callgrind.sh`; machine load does not move these)",
                   "count", "requests counted"], ["---", "---:", "---:"], cg_rows)
     md_table(md, ["micro-benchmark (criterion, `benches/auth_path.rs`)", "median"], ["---", "---:"],
