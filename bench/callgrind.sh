@@ -81,7 +81,7 @@ wanted() { [[ -z "${CALLGRIND_TARGETS:-}" || ",$CALLGRIND_TARGETS," == *",$1,"* 
 wanted b_cookie_cached && measure b_cookie_cached -H "Cookie: $COOKIE"
 wanted c_no_cookie && measure c_no_cookie
 wanted d_bearer_hit && measure d_bearer_hit -H "Authorization: Bearer $ACCESS"
-# nginx's auth sub-request for a browser's page request (bench/browser.sh): ~16 headers,
+# nginx's auth sub-request for a browser's page request (bench/browser.sh): 18 headers,
 # 2.5 KB, the session cookie among other applications' cookies.
 wanted n_nginx_subrequest && measure_raw n_nginx_subrequest "${SUBREQ_H[@]}"
 # The same on a new connection per check, as SWAG's config (no upstream keepalive) sends it.

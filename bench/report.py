@@ -37,7 +37,7 @@ LABELS = {
     "f_nginx_nokeepalive_floor_same": "(f′) browser → nginx → floor with the outpost's exact response, no keepalive (SWAG)",
     "f_nginx_nokeepalive_outpost": "(f) browser → nginx → ak-outpost, no keepalive (SWAG)",
     "f_nginx_nokeepalive_outpost_nojwt": "(f) browser → nginx → ak-outpost, `send_jwt_header: false`, no keepalive (SWAG)",
-    "n_nginx_subrequest": "(n) nginx's auth sub-request for a browser's page request (16 headers, 2.5 KB), valid cookie",
+    "n_nginx_subrequest": "(n) nginx's auth sub-request for a browser's page request (18 headers, 2.5 KB), valid cookie",
     "n2_floor_nginx_subrequest": "(n′) floor answering (n) with the outpost's exact response headers",
     "n_nginx_subrequest_close": "(n) on a new connection per check (SWAG's config, no upstream keepalive)",
     "n2_floor_nginx_subrequest_close": "(n′) on a new connection per check",

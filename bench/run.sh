@@ -136,10 +136,11 @@ echo "what,value,unit,note" >"$MEM_CSV"
 # --- 3. micro-benchmarks (criterion) --------------------------------------------------------
 if [[ "${SKIP_MICRO:-0}" != 1 ]]; then
   log "criterion micro-benchmarks (benches/auth_path.rs)"
-  rm -rf "$ROOT/target/criterion/hot_path"
+  CRITERION_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/criterion"
+  rm -rf "$CRITERION_DIR/hot_path"
   (cd "$ROOT" && BENCH_QUICK="$QUICK" taskset -c "$SERVER_CPU" cargo bench --quiet --bench auth_path) >"$WORK/criterion.log" 2>&1 \
     || { cat "$WORK/criterion.log" >&2; die "cargo bench failed"; }
-  python3 "$BENCH/report.py" micro "$ROOT/target/criterion" "$OUT/micro.csv"
+  python3 "$BENCH/report.py" micro "$CRITERION_DIR" "$OUT/micro.csv"
 fi
 
 # --- 4. the reference IdP, the floor and the app --------------------------------------------
