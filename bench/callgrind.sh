@@ -13,6 +13,9 @@
 # `target,instructions_per_request,requests,binary` to <csv>. With a floor binary and a headers
 # file, (a') the floor answering with those headers (the outpost's (b) response) is counted
 # the same way, for (b)'s request: what (b) spends beyond it is the outpost's own work.
+# (n) is nginx's auth sub-request for a browser's page request (bench/browser.sh), counted
+# on the outpost and, as (n2), on the floor with the same response.
+# CALLGRIND_TARGETS=b_cookie_cached,n_nginx_subrequest,... counts only those.
 # With CALLGRIND_KEEP=<dir>, each
 # target's dump is also kept there as <target>.callgrind (for callgrind_annotate).
 set -euo pipefail
@@ -70,14 +73,26 @@ measure() { # target [wrk -H args...]
   if [[ -n "${CALLGRIND_KEEP:-}" ]]; then mkdir -p "$CALLGRIND_KEEP"; cp "$f" "$CALLGRIND_KEEP/$target.callgrind"; fi
   echo "[callgrind] $target: $((total / n)) instructions per request ($n requests)" >&2
 }
-measure b_cookie_cached -H "Cookie: $COOKIE"
-measure c_no_cookie
-measure d_bearer_hit -H "Authorization: Bearer $ACCESS"
+measure_raw() { local H=(); measure "$@"; } # only the given headers
+# shellcheck source=browser.sh
+source "$(dirname "${BASH_SOURCE[0]}")/browser.sh"
+subrequest_headers "$HOST" "$ORIGINAL" "$COOKIE"
+wanted() { [[ -z "${CALLGRIND_TARGETS:-}" || ",$CALLGRIND_TARGETS," == *",$1,"* ]]; }
+wanted b_cookie_cached && measure b_cookie_cached -H "Cookie: $COOKIE"
+wanted c_no_cookie && measure c_no_cookie
+wanted d_bearer_hit && measure d_bearer_hit -H "Authorization: Bearer $ACCESS"
+# nginx's auth sub-request for a browser's page request (bench/browser.sh): 18 headers,
+# 2.5 KB, the session cookie among other applications' cookies.
+wanted n_nginx_subrequest && measure_raw n_nginx_subrequest "${SUBREQ_H[@]}"
+# The same on a new connection per check, as SWAG's config (no upstream keepalive) sends it.
+wanted n_nginx_subrequest_close && measure_raw n_nginx_subrequest_close "${SUBREQ_H[@]}" -H "Connection: close"
 stop
 if [[ -n "$FLOOR_BIN" ]]; then
   start "http://127.0.0.1:$FLOOR_PORT/" floor.out "$FLOOR_BIN" "127.0.0.1:$FLOOR_PORT" "$FLOOR_HEADERS"
   OUT_NAME=floor.out dumps=0 BIN="$FLOOR_BIN"
   URL="http://127.0.0.1:$FLOOR_PORT/outpost.goauthentik.io/auth/nginx"
-  measure a2_floor_same_response -H "Cookie: $COOKIE"
+  wanted a2_floor_same_response && measure a2_floor_same_response -H "Cookie: $COOKIE"
+  wanted n2_floor_nginx_subrequest && measure_raw n2_floor_nginx_subrequest "${SUBREQ_H[@]}"
+  wanted n2_floor_nginx_subrequest_close && measure_raw n2_floor_nginx_subrequest_close "${SUBREQ_H[@]}" -H "Connection: close"
   stop
 fi

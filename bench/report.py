@@ -29,10 +29,18 @@ LABELS = {
     "c_no_cookie": "(c) /auth/nginx, no cookie (401)",
     "d_bearer_hit": "(d) Bearer header, cache hit",
     "e_bearer_miss": "(e) Bearer header, cache miss (IdP)",
-    "f_nginx_keepalive_floor": "(f) nginx -> floor, keepalive",
-    "f_nginx_keepalive_outpost": "(f) nginx -> ak-outpost, keepalive",
-    "f_nginx_nokeepalive_floor": "(f) nginx -> floor, no keepalive (SWAG)",
-    "f_nginx_nokeepalive_outpost": "(f) nginx -> ak-outpost, no keepalive (SWAG)",
+    "f_nginx_keepalive_floor": "(f) browser → nginx → floor, keepalive",
+    "f_nginx_keepalive_floor_same": "(f′) browser → nginx → floor with the outpost's exact response, keepalive",
+    "f_nginx_keepalive_outpost": "(f) browser → nginx → ak-outpost, keepalive",
+    "f_nginx_keepalive_outpost_nojwt": "(f) browser → nginx → ak-outpost, `send_jwt_header: false`, keepalive",
+    "f_nginx_nokeepalive_floor": "(f) browser → nginx → floor, no keepalive (SWAG)",
+    "f_nginx_nokeepalive_floor_same": "(f′) browser → nginx → floor with the outpost's exact response, no keepalive (SWAG)",
+    "f_nginx_nokeepalive_outpost": "(f) browser → nginx → ak-outpost, no keepalive (SWAG)",
+    "f_nginx_nokeepalive_outpost_nojwt": "(f) browser → nginx → ak-outpost, `send_jwt_header: false`, no keepalive (SWAG)",
+    "n_nginx_subrequest": "(n) nginx's auth sub-request for a browser's page request (18 headers, 2.5 KB), valid cookie",
+    "n2_floor_nginx_subrequest": "(n′) floor answering (n) with the outpost's exact response headers",
+    "n_nginx_subrequest_close": "(n) on a new connection per check (SWAG's config, no upstream keepalive)",
+    "n2_floor_nginx_subrequest_close": "(n′) on a new connection per check",
 }
 # Which run each target is compared with.
 BASELINE = {
@@ -40,8 +48,12 @@ BASELINE = {
     "c_no_cookie": "a_floor",
     "d_bearer_hit": "a_floor",
     "e_bearer_miss": "a_floor",
+    "f_nginx_keepalive_floor_same": "f_nginx_keepalive_floor",
     "f_nginx_keepalive_outpost": "f_nginx_keepalive_floor",
+    "f_nginx_keepalive_outpost_nojwt": "f_nginx_keepalive_floor",
+    "f_nginx_nokeepalive_floor_same": "f_nginx_nokeepalive_floor",
     "f_nginx_nokeepalive_outpost": "f_nginx_nokeepalive_floor",
+    "f_nginx_nokeepalive_outpost_nojwt": "f_nginx_nokeepalive_floor",
 }
 COLORS = {
     "a_floor": "#444444",
@@ -54,8 +66,13 @@ COLORS = {
     "f_nginx_keepalive_outpost": "#ff7f0e",
     "f_nginx_nokeepalive_floor": "#b5b5b5",
     "f_nginx_nokeepalive_outpost": "#e377c2",
+    "f_nginx_keepalive_floor_same": "#a0a0a0",
+    "f_nginx_keepalive_outpost_nojwt": "#bcbd22",
+    "f_nginx_nokeepalive_floor_same": "#d0d0d0",
+    "f_nginx_nokeepalive_outpost_nojwt": "#17becf",
 }
-DASHED = {"a_floor", "a2_floor_same_response", "f_nginx_keepalive_floor", "f_nginx_nokeepalive_floor"}
+DASHED = {"a_floor", "a2_floor_same_response", "f_nginx_keepalive_floor", "f_nginx_nokeepalive_floor",
+          "f_nginx_keepalive_floor_same", "f_nginx_nokeepalive_floor_same"}
 
 
 def cmd_row(path, target, setup, conc, duration, line, ticks="0", hz="100"):
@@ -202,27 +219,40 @@ def verdicts(runs, mem):
         if rps("a2_floor_same_response", 64):
             r2 = rps("b_cookie_cached", 64) / rps("a2_floor_same_response", 64)
             out.append(("(b) against (a′), a floor sending the same response bytes, c=64 (no target)", f"{r2:.2f}×", None))
-    for t, name in [("f_nginx_keepalive_outpost", "keepalive"), ("f_nginx_nokeepalive_outpost", "no keepalive")]:
+    for ka, name in [("keepalive", "keepalive"), ("nokeepalive", "no keepalive")]:
+        t = f"f_nginx_{ka}_outpost"
         rs = [ratio(runs, t, c) for c in CONC]
         if all(x is not None for x in rs):
             worst = min(rs)
-            out.append((f"(f) ≥ 0.9× nginx+floor, {name} (worst of c=1/16/64)", f"{worst:.2f}×", worst >= 0.9))
+            out.append((f"(f) ≥ 0.9× browser → nginx → floor, {name} (worst of c=1/16/64)", f"{worst:.2f}×", worst >= 0.9))
+        same = f"f_nginx_{ka}_floor_same"
+        rs = [rps(t, c) / rps(same, c) for c in CONC if rps(t, c) and rps(same, c)]
+        if len(rs) == len(CONC):
+            out.append((f"(f) against (f′), nginx → floor with the outpost's exact bytes, {name} (worst; no target)", f"{min(rs):.2f}×", None))
+        rs = [ratio(runs, t + "_nojwt", c) for c in CONC]
+        if all(x is not None for x in rs):
+            out.append((f"(f) `send_jwt_header: false` against the floor, {name} (worst; no target)", f"{min(rs):.2f}×", None))
     b = [rps("b_cookie_cached", c) for c in CONC]
     cc = [rps("c_no_cookie", c) for c in CONC]
     if all(b) and all(cc):
         worst = min(x / y for x, y in zip(cc, b))
         out.append(("(c) at least as fast as (b) (worst of c=1/16/64)", f"{worst:.2f}× (b)", worst >= 1.0))
     m = {r["what"]: r for r in mem}
-    if "outpost_rss_idle" in m:
-        v = int(m["outpost_rss_idle"]["value"]) / 1024
-        out.append(("idle RSS ≤ 5 MiB", f"{v:.1f} MiB", v <= 5))
+    if "outpost_rss_first_checks" in m:
+        v = int(m["outpost_rss_first_checks"]["value"]) / 1024
+        out.append(("idle RSS after the first checks ≤ 5 MiB", f"{v:.1f} MiB", v <= 5))
+    for k in ["outpost_hwm_valid_load"]:
+        if k in m:
+            v = int(m[k]["value"]) / 1024
+            out.append(("RSS under valid-session load ≤ 8 MiB (VmHWM after (b))", f"{v:.1f} MiB", v <= 8))
+            break
     if "outpost_rss_sessions" in m:
         v = int(m["outpost_rss_sessions"]["value"]) / 1024
         n = int(m["sessions"]["value"]) if "sessions" in m else 0
         if n >= 100000:
-            out.append((f"{n:,} cached sessions ≤ 64 MiB", f"{v:.1f} MiB", v <= 64))
+            out.append((f"{n:,} cached sessions ≤ 48 MiB", f"{v:.1f} MiB", v <= 48))
         else:
-            out.append((f"100,000 cached sessions ≤ 64 MiB (smoke run: {n:,} only)", f"{v:.1f} MiB", None))
+            out.append((f"100,000 cached sessions ≤ 48 MiB (smoke run: {n:,} only)", f"{v:.1f} MiB", None))
     if "startup_median" in m:
         v = float(m["startup_median"]["value"])
         out.append(("ready (first 204 on /ping) ≤ 50 ms", f"{v:.1f} ms (median)", v <= 50))
@@ -280,7 +310,8 @@ def cmd_report(out, quick, duration):
         cpu = " / ".join(f"{float(runs[(t, c)].get('server_cpu_us_per_req') or 0):.1f}" if (t, c) in runs else "–" for c in CONC)
         md.append(f"| {LABELS[t]} | {' | '.join(cells)} | {p50} | {p99} | {rtxt} | {cpu} |")
     md.append("")
-    md.append("Ratios: (b)–(e) against (a) the floor; (f) ak-outpost against the floor behind the same nginx config. "
+    md.append("Ratios: (b)–(e) against (a) the floor; (f) and (f′) against the floor behind the same nginx config, "
+              "all of them sent a browser's page request (`bench/browser.sh`). "
               "Server CPU: user + system time of the server processes during the run (for (f): nginx, the outpost or floor, "
               "and the app) divided by the requests wrk completed; it does not depend on whether wrk or the server was the bottleneck.")
     warn = [(t, c, r) for (t, c), r in runs.items()
@@ -305,6 +336,12 @@ def cmd_report(out, quick, duration):
     if "b_cookie_cached" in by_target and "a2_floor_same_response" in by_target:
         own = by_target["b_cookie_cached"] - by_target["a2_floor_same_response"]
         cg_rows.append(["(b) minus (a′): the outpost's own work per check", f"{own:,}", "–"])
+    if "n_nginx_subrequest" in by_target and "n2_floor_nginx_subrequest" in by_target:
+        own = by_target["n_nginx_subrequest"] - by_target["n2_floor_nginx_subrequest"]
+        cg_rows.append(["(n) minus (n′): the outpost's own work on nginx's sub-request", f"{own:,}", "–"])
+    if "n_nginx_subrequest_close" in by_target and "n2_floor_nginx_subrequest_close" in by_target:
+        own = by_target["n_nginx_subrequest_close"] - by_target["n2_floor_nginx_subrequest_close"]
+        cg_rows.append(["the same on a new connection per check", f"{own:,}", "–"])
     md_table(md, ["instructions per request (callgrind, `bench/callgrind.sh`; machine load does not move these)",
                   "count", "requests counted"], ["---", "---:", "---:"], cg_rows)
     md_table(md, ["micro-benchmark (criterion, `benches/auth_path.rs`)", "median"], ["---", "---:"],

@@ -117,14 +117,15 @@ NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 # target dir as the packaging test), so what is measured is what ships; the floor the same way.
 log "building release binaries (static, as shipped)"
 TRIPLE="$(rustc -vV | sed -n 's/^host: //p')"
+PKG_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/packaging"
 STATIC_FLAGS="-C target-feature=+crt-static"
 (cd "$ROOT" && RUSTFLAGS="$STATIC_FLAGS" cargo build --release --quiet --locked --bin ak-outpost \
-  --target "$TRIPLE" --target-dir "$ROOT/target/packaging")
+  --target "$TRIPLE" --target-dir "$PKG_DIR")
 (cd "$BENCH" && RUSTFLAGS="$STATIC_FLAGS" cargo build --release --quiet --target "$TRIPLE" \
-  --target-dir "$ROOT/target/packaging")
-OUTPOST_BIN="$ROOT/target/packaging/$TRIPLE/release/ak-outpost"
-FLOOR_BIN="$ROOT/target/packaging/$TRIPLE/release/floor"
-TOOL="$ROOT/target/packaging/$TRIPLE/release/bench-tool"
+  --target-dir "$PKG_DIR")
+OUTPOST_BIN="$PKG_DIR/$TRIPLE/release/ak-outpost"
+FLOOR_BIN="$PKG_DIR/$TRIPLE/release/floor"
+TOOL="$PKG_DIR/$TRIPLE/release/bench-tool"
 
 mkdir -p "$OUT"
 RUNS_CSV="$OUT/runs.csv"
@@ -135,10 +136,11 @@ echo "what,value,unit,note" >"$MEM_CSV"
 # --- 3. micro-benchmarks (criterion) --------------------------------------------------------
 if [[ "${SKIP_MICRO:-0}" != 1 ]]; then
   log "criterion micro-benchmarks (benches/auth_path.rs)"
-  rm -rf "$ROOT/target/criterion/hot_path"
+  CRITERION_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/criterion"
+  rm -rf "$CRITERION_DIR/hot_path"
   (cd "$ROOT" && BENCH_QUICK="$QUICK" taskset -c "$SERVER_CPU" cargo bench --quiet --bench auth_path) >"$WORK/criterion.log" 2>&1 \
     || { cat "$WORK/criterion.log" >&2; die "cargo bench failed"; }
-  python3 "$BENCH/report.py" micro "$ROOT/target/criterion" "$OUT/micro.csv"
+  python3 "$BENCH/report.py" micro "$CRITERION_DIR" "$OUT/micro.csv"
 fi
 
 # --- 4. the reference IdP, the floor and the app --------------------------------------------
@@ -213,6 +215,12 @@ COOKIE="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["cooki
 ACCESS="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["access_token"])' "$WORK/login.json")"
 REFRESH="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["refresh_token"])' "$WORK/login.json")"
 log "logged in through the outpost: session cookie of ${#COOKIE} bytes"
+for _ in 1 2 3 4 5; do
+  curl -s -o /dev/null -H "Host: $APP_HOST" -H "X-Original-URL: $EXTERNAL/dashboard/?tab=1" -H "Cookie: $COOKIE" \
+    "http://127.0.0.1:$OUTPOST_PORT/outpost.goauthentik.io/auth/nginx"
+done
+read -r rss hwm < <(mem_of "$OUTPOST_PID")
+echo "outpost_rss_first_checks,$rss,KiB,after the login and the first five checks; idle" >>"$MEM_CSV"
 NEED=$((E_TOKENS * ${#CONCURRENCY[@]} + 200))
 ((SESSIONS > NEED)) && NEED=$SESSIONS
 log "minting $NEED access tokens at the IdP (refresh grants)"
@@ -303,6 +311,8 @@ for c in "${CONCURRENCY[@]}"; do
 done
 stop_pid "$FLOOR2_PID"
 direct b_cookie_cached "$OP" 200 "${H_COMMON[@]}" -H "Cookie: $COOKIE"
+read -r rss hwm < <(mem_of "$OUTPOST_PID")
+echo "outpost_hwm_valid_load,$hwm,KiB,VmHWM after (b): valid-session checks at c up to 64" >>"$MEM_CSV"
 direct c_no_cookie "$OP" 401 "${H_COMMON[@]}"
 direct d_bearer_hit "$OP" 200 "${H_COMMON[@]}" -H "Authorization: Bearer $ACCESS"
 
@@ -362,33 +372,60 @@ if [[ "${SKIP_CALLGRIND:-0}" != 1 ]]; then
 fi
 
 # --- 7. nginx auth_request: outpost vs floor, keepalive and not -------------------------------
+# What users run: a browser's page request (bench/browser.sh: Chrome's headers, the session
+# cookie among other applications' cookies) through nginx configured as nginx-examples/ ship.
+# Behind the same nginx: the floor (5 short headers), the floor answering with the outpost's
+# exact response bytes (f′), the outpost, and the outpost with `send_jwt_header: false`.
 if [[ "${SKIP_NGINX:-0}" != 1 ]]; then
-  nginx_run() { # example backend-name backend-port target [app-keepalive]
-    local example="$1" name="$2" bport="$3" target="$4" dir conf pid
-    dir="$WORK/nginx-$example-$name"
+  # shellcheck source=browser.sh
+  source "$BENCH/browser.sh"
+  browser_headers "$APP_HOST:$NGINX_PORT" "$COOKIE"
+  # The floor answering exactly as the outpost does (b) answered the same browser behind nginx.
+  subrequest_headers "$APP_HOST" "http://$APP_HOST:$NGINX_PORT/dashboard/?tab=1" "$COOKIE"
+  curl -s -o /dev/null -D "$WORK/n-response.txt" "${SUBREQ_H[@]}" "$OP"
+  head -1 "$WORK/n-response.txt" | grep -q ' 200' || die "sub-request check did not answer 200"
+  NFLOOR_PORT="$(free_port)"
+  taskset -c "$SERVER_CPU" "$FLOOR_BIN" "127.0.0.1:$NFLOOR_PORT" "$WORK/n-response.txt" >/dev/null 2>&1 &
+  PIDS+=($!); NFLOOR_PID=$!
+  wait_http "http://127.0.0.1:$NFLOOR_PORT/" 200
+  NOJWT_PORT="$(free_port)"
+  outpost_yaml "$NOJWT_PORT" 60s | sed 's/^  introspection_cache_ttl:/  send_jwt_header: false\n&/' >"$WORK/outpost-nojwt.yaml"
+  taskset -c "$SERVER_CPU" "$OUTPOST_BIN" --config "$WORK/outpost-nojwt.yaml" 2>>"$WORK/outpost.log" &
+  NOJWT_PID=$!; PIDS+=($!)
+  wait_http "http://127.0.0.1:$NOJWT_PORT/outpost.goauthentik.io/ready" 200
+  nginx_run() { # example backend-pid backend-port target [app-keepalive]
+    local example="$1" bpid="$2" bport="$3" target="$4" dir conf pid
+    dir="$WORK/nginx-$example-$target"
     conf="$(python3 "$BENCH/render_nginx.py" "$example" "$dir" "$NGINX_PORT" "127.0.0.1:$bport" "127.0.0.1:$APP_PORT" "$APP_HOST" ${5:-})"
     "$NGINX" -t -p "$dir" -c "$conf" >"$dir/test.log" 2>&1 || { cat "$dir/test.log" >&2; die "nginx -t failed for $example"; }
     taskset -c "$SERVER_CPU" "$NGINX" -p "$dir" -c "$conf" >"$dir/stdout.log" 2>&1 &
     pid=$!; PIDS+=($pid)
-    if [[ "$name" == floor ]]; then CPU_PIDS=("$pid" "$FLOOR_PID" "$APP_PID"); else CPU_PIDS=("$pid" "$OUTPOST_PID" "$APP_PID"); fi
+    CPU_PIDS=("$pid" "$bpid" "$APP_PID")
     local url="http://127.0.0.1:$NGINX_PORT/dashboard/?tab=1"
     wait_http "$url" 200 -H "Host: $APP_HOST:$NGINX_PORT" -H "Cookie: $COOKIE"
-    check_and_warm "$target" "$url" 200 -H "Host: $APP_HOST:$NGINX_PORT" -H "Cookie: $COOKIE" -H "User-Agent: wrk" -H "Accept: text/html"
+    check_and_warm "$target" "$url" 200 "${BROWSER_H[@]}"
     for c in "${CONCURRENCY[@]}"; do
       log "$target c=$c"
-      run_wrk "$target" "$example" "$c" "$DURATION" "$url" -H "Host: $APP_HOST:$NGINX_PORT" -H "Cookie: $COOKIE" -H "User-Agent: wrk" -H "Accept: text/html"
+      run_wrk "$target" "$example" "$c" "$DURATION" "$url" "${BROWSER_H[@]}"
     done
     stop_pid "$pid"
   }
   # With keepalive: nginx/app.example.com.conf as shipped (auth upstream keepalive 64), the app
   # also behind a keepalive upstream. Without: SWAG's files as shipped (variable proxy_pass,
   # new connections to the outpost and to the app for every request).
-  nginx_run plain floor "$FLOOR_PORT" f_nginx_keepalive_floor app-keepalive
-  nginx_run plain outpost "$OUTPOST_PORT" f_nginx_keepalive_outpost app-keepalive
-  nginx_run swag floor "$FLOOR_PORT" f_nginx_nokeepalive_floor
-  nginx_run swag outpost "$OUTPOST_PORT" f_nginx_nokeepalive_outpost
+  nginx_run plain "$FLOOR_PID" "$FLOOR_PORT" f_nginx_keepalive_floor app-keepalive
+  nginx_run plain "$NFLOOR_PID" "$NFLOOR_PORT" f_nginx_keepalive_floor_same app-keepalive
+  nginx_run plain "$OUTPOST_PID" "$OUTPOST_PORT" f_nginx_keepalive_outpost app-keepalive
+  nginx_run plain "$NOJWT_PID" "$NOJWT_PORT" f_nginx_keepalive_outpost_nojwt app-keepalive
+  nginx_run swag "$FLOOR_PID" "$FLOOR_PORT" f_nginx_nokeepalive_floor
+  nginx_run swag "$NFLOOR_PID" "$NFLOOR_PORT" f_nginx_nokeepalive_floor_same
+  nginx_run swag "$OUTPOST_PID" "$OUTPOST_PORT" f_nginx_nokeepalive_outpost
+  nginx_run swag "$NOJWT_PID" "$NOJWT_PORT" f_nginx_nokeepalive_outpost_nojwt
   read -r rss hwm < <(mem_of "$OUTPOST_PID")
   echo "outpost_hwm_all_load,$hwm,KiB,VmHWM after all runs incl. nginx without keepalive" >>"$MEM_CSV"
+  echo "outpost_rss_all_load,$rss,KiB,VmRSS after all runs incl. nginx without keepalive" >>"$MEM_CSV"
+  stop_pid "$NOJWT_PID"
+  stop_pid "$NFLOOR_PID"
 fi
 stop_pid "$OUTPOST_PID"
 

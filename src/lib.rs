@@ -21,7 +21,8 @@
 //!   endpoint, and the cached introspection. Talks to the identity provider only.
 //! - [`state`]: what the running process shares: [`state::application::Application`]s and
 //!   their index, the current [`state::outpost::Runtime`] swapped atomically, the session
-//!   memos, metric counters, server certificates and proxy mode's upstream pools.
+//!   memos, metric counters, server certificates, the bounded sets of used login states
+//!   and ended sessions ([`state::ttl_set`]) and proxy mode's upstream pools.
 //! - [`source`]: where a configuration comes from: [`source::yaml`] (standalone) or
 //!   [`source::authentik`] (API, websocket, providers → applications). Both produce a
 //!   `Runtime`.

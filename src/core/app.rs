@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use regex::Regex;
+use regex_lite::Regex;
 use sha2::{Digest, Sha256};
 use url::Url;
 

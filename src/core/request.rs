@@ -337,21 +337,22 @@ impl<'a> AuthRequest<'a> {
                 }
             }
         };
-        let method = if trusted {
-            header_str(h, X_FORWARDED_METHOD)
-                .or_else(|| header_str(h, X_ORIGINAL_METHOD))
-                .unwrap_or(parts.method.as_str())
+        // The method matters only for a navigation (never for nginx) or with a preflight's
+        // header: nginx checks of ordinary requests skip two header lookups.
+        let nginx = flavour == Flavour::Nginx;
+        let preflight_header = header_str(h, ACCESS_CONTROL_REQUEST_METHOD).is_some();
+        let method = if nginx && !preflight_header {
+            ""
         } else {
-            parts.method.as_str()
+            original_method(parts, trusted)
         };
         AuthRequest {
             flavour,
             original,
             // nginx's auth_request passes only the status on (its error_page starts the
             // login), so an nginx check is never answered with a redirect.
-            navigation: flavour != Flavour::Nginx && is_navigation(method, h),
-            preflight: method.eq_ignore_ascii_case("OPTIONS")
-                && header_str(h, ACCESS_CONTROL_REQUEST_METHOD).is_some(),
+            navigation: !nginx && is_navigation(method, h),
+            preflight: preflight_header && method.eq_ignore_ascii_case("OPTIONS"),
         }
     }
 
@@ -429,6 +430,19 @@ impl<'a> AuthRequest<'a> {
         };
         let host = header_str(&parts.headers, HOST).ok_or(ForwardError::Missing)?;
         absolute(scheme, host, &pq).ok_or(ForwardError::Unparsable)
+    }
+}
+
+/// The method of the request being checked: a trusted proxy's `X-Forwarded-Method` or
+/// `X-Original-Method`, else the check's own.
+fn original_method(parts: &Parts, trusted: bool) -> &str {
+    let h = &parts.headers;
+    if trusted {
+        header_str(h, X_FORWARDED_METHOD)
+            .or_else(|| header_str(h, X_ORIGINAL_METHOD))
+            .unwrap_or(parts.method.as_str())
+    } else {
+        parts.method.as_str()
     }
 }
 

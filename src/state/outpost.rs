@@ -17,6 +17,7 @@ use crate::provider::OidcClient;
 use crate::state::application::AppSet;
 use crate::state::client_rate::{ClientRate, ClientRates};
 use crate::state::memo::SessionMemo;
+use crate::state::ttl_set::TtlSet;
 use crate::state::upstream::UpstreamClient;
 
 /// How long an ended provider session is remembered: longer than any session can live.
@@ -75,13 +76,13 @@ impl Runtime {
 pub struct Outpost {
     runtime: ArcSwap<Runtime>,
     /// Login states already used in this process (replay protection).
-    used_states: moka::sync::Cache<String, ()>,
+    used_states: TtlSet,
     /// Provider sessions (`sid`) ended by the server; their cookies stop working at once.
-    ended_sessions: moka::sync::Cache<String, ()>,
+    ended_sessions: TtlSet,
     /// Where misconfiguration reports go (authentik mode: its event log), if anywhere.
     reports: OnceLock<mpsc::Sender<serde_json::Value>>,
     /// Applications reported recently (at most one report per application per interval).
-    reported: moka::sync::Cache<String, ()>,
+    reported: TtlSet,
     /// Request buckets of clients that are not trusted proxies.
     client_rates: ClientRates,
 }
@@ -93,19 +94,10 @@ impl Outpost {
     pub fn new(runtime: Runtime) -> Outpost {
         Outpost {
             runtime: ArcSwap::from_pointee(runtime),
-            used_states: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(STATE_TTL_SECS as u64 + 60))
-                .build(),
-            ended_sessions: moka::sync::Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_live(ENDED_SESSION_MEMORY)
-                .build(),
+            used_states: TtlSet::new(100_000, Duration::from_secs(STATE_TTL_SECS as u64 + 60)),
+            ended_sessions: TtlSet::new(1_000_000, ENDED_SESSION_MEMORY),
             reports: OnceLock::new(),
-            reported: moka::sync::Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(REPORT_INTERVAL)
-                .build(),
+            reported: TtlSet::new(10_000, REPORT_INTERVAL),
             client_rates: ClientRates::default(),
         }
     }
@@ -127,19 +119,19 @@ impl Outpost {
         let Some(tx) = self.reports.get() else {
             return;
         };
-        if self.reported.entry_by_ref(app).or_insert(()).is_fresh() {
+        if self.reported.insert(app) {
             let _ = tx.try_send(report());
         }
     }
 
     /// Records that the provider ended session `sid` (authentik's SESSION_END).
     pub fn end_session(&self, sid: &str) {
-        self.ended_sessions.insert(sid.to_string(), ());
+        self.ended_sessions.insert(sid);
     }
 
     /// Whether the provider ended session `sid`.
     pub fn is_ended(&self, sid: &str) -> bool {
-        self.ended_sessions.contains_key(sid)
+        self.ended_sessions.contains(sid)
     }
 
     pub fn runtime(&self) -> Arc<Runtime> {
@@ -153,8 +145,7 @@ impl Outpost {
 
     /// Marks a login state used; false if it already was.
     pub fn claim_state(&self, id: &str) -> bool {
-        let entry = self.used_states.entry(id.to_string()).or_insert(());
-        entry.is_fresh()
+        self.used_states.insert(id)
     }
 
     /// The distinct provider clients of the current configuration.

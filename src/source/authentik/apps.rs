@@ -67,7 +67,7 @@ fn usable_skip_regex(p: &ProxyProvider) -> String {
             if line.trim().is_empty() {
                 return false;
             }
-            match regex::Regex::new(line) {
+            match regex_lite::Regex::new(line) {
                 Ok(_) => true,
                 Err(_) => {
                     tracing::warn!(provider = %p.name, regex = %line, "invalid skip_path_regex line ignored");
