@@ -15,7 +15,11 @@ pub fn init(level: &str, format: &str) {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| v.parse::<Targets>().ok())
-        .or_else(|| format!("{level},hyper=warn,reqwest=warn,rustls=warn").parse().ok())
+        .or_else(|| {
+            format!("{level},hyper=warn,reqwest=warn,rustls=warn")
+                .parse()
+                .ok()
+        })
         .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
     let json = match format {
         "json" => true,
@@ -27,7 +31,12 @@ pub fn init(level: &str, format: &str) {
         .with_target(false);
     // A second init (tests) is harmless: the first subscriber stays.
     let _ = if json {
-        builder.json().flatten_event(true).finish().with(filter).try_init()
+        builder
+            .json()
+            .flatten_event(true)
+            .finish()
+            .with(filter)
+            .try_init()
     } else {
         builder.finish().with(filter).try_init()
     };

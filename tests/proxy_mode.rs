@@ -198,13 +198,23 @@ async fn login_then_requests_are_proxied_with_identity() {
     );
 
     // Upstream connections are kept alive and reused.
-    let before = s.backend.connections.load(std::sync::atomic::Ordering::Relaxed);
+    let before = s
+        .backend
+        .connections
+        .load(std::sync::atomic::Ordering::Relaxed);
     for i in 0..30 {
         let r = s.browser.get(&s.url(&format!("/n/{i}"))).await;
         assert_eq!(r.status, 200);
     }
-    let opened = s.backend.connections.load(std::sync::atomic::Ordering::Relaxed) - before;
-    assert!(opened <= 2, "{opened} upstream connections for 30 sequential requests");
+    let opened = s
+        .backend
+        .connections
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - before;
+    assert!(
+        opened <= 2,
+        "{opened} upstream connections for 30 sequential requests"
+    );
 
     // The upstream's latency is in the metrics, under authentik's name and labels.
     let metrics = ak_outpost::state::metrics::render("ak-outpost", &Default::default());
