@@ -783,4 +783,89 @@ mod tests {
         assert_eq!(h["connection"], "upgrade");
         assert_eq!(h["upgrade"], "websocket");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Header names a hostile client might send: identity and forwarding look-alikes,
+        /// hop-by-hop names, underscores, case variants, and ordinary ones.
+        fn name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("x-authentik-username".to_string()),
+                Just("X-Authentik-Groups".to_string()),
+                Just("x_authentik_uid".to_string()),
+                Just("x-forwarded-for".to_string()),
+                Just("x-forwarded-host".to_string()),
+                Just("forwarded".to_string()),
+                Just("connection".to_string()),
+                Just("keep-alive".to_string()),
+                Just("te".to_string()),
+                Just("upgrade".to_string()),
+                Just("proxy-authorization".to_string()),
+                Just("cookie".to_string()),
+                "[a-zA-Z][a-zA-Z0-9_-]{0,12}",
+            ]
+        }
+
+        /// Values: cookie lines mixing the outpost's cookies with others, `Connection`
+        /// token lists, and arbitrary visible text.
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                proptest::collection::vec(
+                    prop_oneof![
+                        Just("authentik_proxy_abcd1234=s".to_string()),
+                        Just("authentik_proxy_abcd1234_3=c".to_string()),
+                        Just("authentik_proxy_abcd1234_login=b".to_string()),
+                        Just(" authentik_proxy_abcd1234 =x".to_string()),
+                        "[a-z_]{1,20}=[!-~]{0,10}",
+                    ],
+                    0..5
+                )
+                .prop_map(|v| v.join("; ")),
+                Just("x-forwarded-for, x-authentik-username, keep-alive".to_string()),
+                "[ -~]{0,30}",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(3000))]
+
+            /// Whatever the client sends, the upstream gets no forged identity, no header with
+            /// `_`, no hop-by-hop header, none of the outpost's cookies, and forwarding headers
+            /// that name the connection.
+            #[test]
+            fn nothing_forged_crosses(pairs in proptest::collection::vec((name(), value()), 0..12)) {
+                let mut h = HeaderMap::new();
+                for (n, v) in &pairs {
+                    if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(n.as_bytes()), HeaderValue::from_str(v)) {
+                        h.append(n, v);
+                    }
+                }
+                upstream_headers(&mut h, None, &fwd());
+                for (n, v) in &h {
+                    let n = n.as_str();
+                    prop_assert!(!n.starts_with("x-authentik-") && !n.contains('_'), "{n} crossed");
+                    prop_assert!(!HOP_BY_HOP.iter().any(|hop| hop.as_str() == n), "{n} crossed");
+                    prop_assert!(n != "forwarded", "forwarded crossed");
+                    if n == "cookie" {
+                        let text = v.to_str().unwrap_or_default();
+                        for pair in text.split(';') {
+                            let cookie = pair.split('=').next().unwrap_or_default().trim();
+                            prop_assert!(
+                                cookie != "authentik_proxy_abcd1234"
+                                    && cookie != "authentik_proxy_abcd1234_3"
+                                    && cookie != "authentik_proxy_abcd1234_login",
+                                "{text}"
+                            );
+                        }
+                    }
+                }
+                prop_assert_eq!(h.get_all(X_FORWARDED_FOR).iter().count(), 1);
+                prop_assert_eq!(&h[X_FORWARDED_FOR], "10.0.0.7");
+                prop_assert_eq!(&h[X_FORWARDED_HOST], "frontend");
+                prop_assert_eq!(&h[HOST], "frontend");
+            }
+        }
+    }
 }
