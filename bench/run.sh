@@ -50,23 +50,8 @@ if (($(nproc) < 2)); then
   WRK_CPU=0; SERVER_CPU=0
 fi
 
-log() { printf '[bench %3ds] %s\n' "$SECONDS" "$*" >&2; }
-die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
-
-WORK="$(mktemp -d /tmp/ak-bench.XXXXXX)"
-chmod 755 "$WORK" # nginx workers run as nobody
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-  done
-  if [[ "${KEEP_WORK:-0}" == 1 ]]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+TAG=bench
+source "$BENCH/lib.sh"
 
 stop_pid() { # stop one process we started, and forget it
   local p="$1" q keep=()
@@ -76,17 +61,6 @@ stop_pid() { # stop one process we started, and forget it
   wait "$p" 2>/dev/null || true
   for q in "${PIDS[@]}"; do [[ "$q" == "$p" ]] || keep+=("$q"); done
   PIDS=("${keep[@]}")
-}
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-wait_http() { # url expected-status [extra curl args...]
-  local url="$1" want="$2"; shift 2
-  for _ in $(seq 200); do
-    [[ "$(curl -s -o /dev/null -w '%{http_code}' "$@" "$url" 2>/dev/null)" == "$want" ]] && return 0
-    sleep 0.05
-  done
-  die "$url never answered $want"
 }
 
 mem_of() { # pid -> "rss_kib hwm_kib"

@@ -39,31 +39,8 @@ LOAD_CPU=0
 SERVER_CPU=1
 (($(nproc) >= 2)) || { LOAD_CPU=0; SERVER_CPU=0; }
 
-log() { printf '[soak %3ds] %s\n' "$SECONDS" "$*" >&2; }
-die() { printf '[soak] error: %s\n' "$*" >&2; exit 1; }
-
-WORK="$(mktemp -d /tmp/ak-soak.XXXXXX)"
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-  done
-  if [[ "${KEEP_WORK:-0}" == 1 ]]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { # url expected-status
-  for _ in $(seq 200); do
-    [[ "$(curl -s -o /dev/null -w '%{http_code}' "$1" 2>/dev/null)" == "$2" ]] && return 0
-    sleep 0.05
-  done
-  die "$1 never answered $2"
-}
+TAG=soak
+source "$BENCH/lib.sh"
 
 # --- dependencies and build (as bench/run.sh: static glibc, --target <host>) ----------------
 bash "$ROOT/scripts/install-deps.sh" >&2
