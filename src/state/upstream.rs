@@ -19,6 +19,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::oneshot;
 
+use crate::core::app::host_key;
 use crate::core::upstream::Upstream;
 use crate::provider::client_tls::{TlsSetupError, client_config};
 use crate::state::body::Body;
@@ -56,11 +57,7 @@ impl ProxyTo {
         host: &str,
     ) -> Result<ProxyTo, TlsSetupError> {
         let client = UpstreamClient::reuse_or_new(existing, spec)?;
-        let upstream_host = match (spec.url.host_str(), spec.url.port()) {
-            (Some(h), Some(p)) => format!("{h}:{p}"),
-            (h, _) => h.unwrap_or_default().to_string(),
-        };
-        let metrics = upstream_metrics(host, spec.url.scheme(), &upstream_host);
+        let metrics = upstream_metrics(host, spec.url.scheme(), &host_key(&spec.url));
         Ok(ProxyTo { client, metrics })
     }
 }
