@@ -205,7 +205,7 @@ fn benches(c: &mut Criterion) {
         })
     });
 
-    // 2. The introspection cache hit (moka future cache; no await point is ever pending).
+    // 2. The introspection cache hit (`provider::cache`; no await point is ever pending).
     let token = s.access_token.clone();
     assert!(
         matches!(

@@ -5,17 +5,16 @@
 //! elsewhere (`core::decide`).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
-use moka::Expiry;
 use serde_json::{Map, Value};
 
 use crate::core::identity::Identity;
 use crate::core::token::{token_key, unix_now};
 
+use super::cache::Expiring;
 use super::token::TokenResponse;
-use moka::ops::compute::{CompResult, Op};
 
 use super::{CHECK_TIMEOUT, Metadata, NEGATIVE_TTL, OidcClient, OidcError};
 
@@ -92,44 +91,15 @@ pub(super) struct CachedHeader {
     ttl: Duration,
 }
 
-/// A cached value that carries its own time to live.
-trait Ttl {
-    fn ttl(&self) -> Duration;
-}
-
-impl Ttl for CachedHeader {
+impl Expiring for CachedHeader {
     fn ttl(&self) -> Duration {
         self.ttl
     }
 }
 
-impl Ttl for TokenStatus {
+impl Expiring for TokenStatus {
     fn ttl(&self) -> Duration {
         self.ttl
-    }
-}
-
-/// Expires each cache entry after the time to live it carries.
-pub(super) struct PerEntryTtl;
-
-impl<V: Ttl> Expiry<[u8; 32], V> for PerEntryTtl {
-    fn expire_after_create(
-        &self,
-        _key: &[u8; 32],
-        value: &V,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        Some(value.ttl())
-    }
-
-    fn expire_after_update(
-        &self,
-        _key: &[u8; 32],
-        value: &V,
-        _updated_at: Instant,
-        _duration_until_expiry: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(value.ttl())
     }
 }
 
@@ -158,12 +128,11 @@ impl OidcClient {
         expires_at: i64,
         now: i64,
     ) -> Result<bool, Arc<OidcError>> {
-        // The other paths (an HTTP call) live in their own allocation, so the future of
-        // every check, which hyper keeps per connection, stays small.
-        match self.checks.get(&key).await {
+        // The other path (an HTTP call) lives in its own allocation, so the future of every
+        // check, which hyper keeps per connection, stays small.
+        match self.checks.get(&key) {
             Some(s) if s.is_current(now) => Ok(s.active),
-            Some(_) => Box::pin(self.recheck_token(key, access_token, expires_at, now)).await,
-            None => Box::pin(self.check_token_miss(key, access_token, expires_at, now)).await,
+            _ => Box::pin(self.recheck_token(key, access_token, expires_at, now)).await,
         }
     }
 
@@ -173,28 +142,9 @@ impl OidcClient {
         self.settings.cache_ttl.min(remaining)
     }
 
-    async fn check_token_miss(
-        &self,
-        key: [u8; 32],
-        access_token: &str,
-        expires_at: i64,
-        now: i64,
-    ) -> Result<bool, Arc<OidcError>> {
-        let fresh = self.fresh_for(expires_at, now);
-        let grace = self.settings.outage_grace;
-        let status = self
-            .checks
-            .try_get_with(key, async {
-                let active = self.ask_provider(access_token).await?;
-                Ok::<_, OidcError>(TokenStatus::answered(active, fresh, grace, now))
-            })
-            .await?;
-        Ok(status.active)
-    }
-
-    /// Asks again about a token whose active answer is no longer current. Concurrent
-    /// re-checks of one token wait for each other and reuse the first one's answer; when the
-    /// provider cannot answer, the old answer stands while its grace lasts.
+    /// Asks the provider about a token with no current answer. Concurrent checks of one
+    /// token wait for one call and share its answer; when the provider cannot answer, an old
+    /// active answer stands while its grace lasts.
     async fn recheck_token(
         &self,
         key: [u8; 32],
@@ -204,36 +154,22 @@ impl OidcClient {
     ) -> Result<bool, Arc<OidcError>> {
         let fresh = self.fresh_for(expires_at, now);
         let grace = self.settings.outage_grace;
-        let computed = self
+        // Another request re-checked (or failed to, for an outage) while this one waited.
+        let settled = |s: &TokenStatus| s.is_current(now) || s.failed_at > now - RECHECK_PAUSE_SECS;
+        let status = self
             .checks
-            .entry(key)
-            .and_try_compute_with(|entry| async move {
-                let old = entry.map(|e| e.into_value());
-                // Another request re-checked (or failed to) while this one waited.
-                if let Some(s) = old
-                    && (s.is_current(now) || s.failed_at > now - RECHECK_PAUSE_SECS)
-                {
-                    return Ok(Op::Nop);
-                }
+            .resolve(key, settled, |old| async move {
                 match self.ask_provider(access_token).await {
-                    Ok(active) => Ok(Op::Put(TokenStatus::answered(active, fresh, grace, now))),
+                    Ok(active) => Ok(TokenStatus::answered(active, fresh, grace, now)),
                     Err(e) if e.is_outage() => match old.filter(|s| s.within_grace(grace, now)) {
-                        Some(s) => Ok(Op::Put(s.failed(grace, now))),
+                        Some(s) => Ok(s.failed(grace, now)),
                         None => Err(e),
                     },
                     Err(e) => Err(e),
                 }
             })
-            .await;
-        match computed {
-            Ok(
-                CompResult::Inserted(e) | CompResult::ReplacedWith(e) | CompResult::Unchanged(e),
-            ) => self.verdict(e.value(), now),
-            Ok(CompResult::StillNone(_) | CompResult::Removed(_)) => Err(Arc::new(
-                OidcError::Unavailable("token check evicted".into()),
-            )),
-            Err(e) => Err(Arc::new(e)),
-        }
+            .await?;
+        self.verdict(&status, now)
     }
 
     /// What a cached answer says now: current answers as they are, an old active one while
@@ -270,7 +206,7 @@ impl OidcClient {
     pub async fn note_issued(&self, access_token: &str, expires_at: i64, now: i64) {
         let fresh = self.fresh_for(expires_at, now);
         let status = TokenStatus::answered(true, fresh, self.settings.outage_grace, now);
-        self.checks.insert(token_key(access_token), status).await;
+        self.checks.insert(token_key(access_token), status);
     }
 
     /// One upstream check, within the bound on checks in flight.
@@ -285,12 +221,12 @@ impl OidcClient {
 
     /// Forgets a token's cached status (after sign-out).
     pub async fn forget_token(&self, access_token: &str) {
-        self.checks.invalidate(&token_key(access_token)).await;
+        self.checks.remove(&token_key(access_token));
     }
 
     /// Number of cached token checks (for metrics and benchmarks).
     pub fn cached_checks(&self) -> u64 {
-        self.checks.entry_count()
+        self.checks.len() as u64
     }
 
     async fn check_upstream(&self, access_token: &str) -> Result<bool, OidcError> {
@@ -373,7 +309,7 @@ impl OidcClient {
         header: &str,
         allow_basic: bool,
     ) -> Result<Option<Arc<HeaderIdentity>>, Arc<OidcError>> {
-        let entry = match self.header_cache.get(&key).await {
+        let entry = match self.header_cache.get(&key) {
             Some(e) => e,
             None => Box::pin(self.header_auth_miss(key, header, allow_basic)).await?,
         };
@@ -388,7 +324,7 @@ impl OidcClient {
     ) -> Result<CachedHeader, Arc<OidcError>> {
         let ttl = self.settings.cache_ttl;
         self.header_cache
-            .try_get_with(key, async {
+            .resolve(key, |_| true, |_| async {
                 self.spend_budget()?;
                 let _permit = self
                     .permits

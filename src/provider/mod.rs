@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use moka::future::Cache;
 use tokio::sync::Semaphore;
 use url::Url;
 
 mod budget;
+mod cache;
 pub mod client_tls;
 mod discovery;
 mod introspect;
@@ -26,7 +26,8 @@ pub use introspect::{HeaderIdentity, TokenStatus};
 pub use token::RefreshOutcome;
 
 use budget::Budget;
-use introspect::{CachedHeader, PerEntryTtl};
+use cache::TokenCache;
+use introspect::CachedHeader;
 use keys::VerifyKey;
 use outage::Breaker;
 
@@ -34,7 +35,7 @@ use outage::Breaker;
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 
 /// Entries each token cache holds at most.
-pub const CACHE_CAPACITY: u64 = 200_000;
+pub const CACHE_CAPACITY: usize = 200_000;
 
 /// Clock skew tolerated on `exp`/`iat`.
 pub const LEEWAY_SECS: u64 = 60;
@@ -133,9 +134,9 @@ pub struct OidcClient {
     meta: ArcSwapOption<Metadata>,
     last_error: ArcSwapOption<String>,
     jwks_fetch: tokio::sync::Mutex<Option<Instant>>,
-    checks: Cache<[u8; 32], TokenStatus>,
-    refreshes: Cache<[u8; 32], RefreshOutcome>,
-    header_cache: Cache<[u8; 32], CachedHeader>,
+    checks: TokenCache<TokenStatus, OidcError>,
+    refreshes: TokenCache<RefreshOutcome, OidcError>,
+    header_cache: TokenCache<CachedHeader, OidcError>,
     permits: Semaphore,
     breaker: Breaker,
     budget: Budget,
@@ -159,18 +160,9 @@ impl OidcClient {
             meta: ArcSwapOption::empty(),
             last_error: ArcSwapOption::from_pointee("discovery not attempted yet".to_string()),
             jwks_fetch: tokio::sync::Mutex::new(None),
-            checks: Cache::builder()
-                .max_capacity(CACHE_CAPACITY)
-                .expire_after(PerEntryTtl)
-                .build(),
-            refreshes: Cache::builder()
-                .max_capacity(CACHE_CAPACITY / 10)
-                .time_to_live(Duration::from_secs(30))
-                .build(),
-            header_cache: Cache::builder()
-                .max_capacity(CACHE_CAPACITY / 10)
-                .expire_after(PerEntryTtl)
-                .build(),
+            checks: TokenCache::new(CACHE_CAPACITY),
+            refreshes: TokenCache::new(CACHE_CAPACITY / 10),
+            header_cache: TokenCache::new(CACHE_CAPACITY / 10),
             permits,
             breaker: Breaker::default(),
             budget,

@@ -4,12 +4,14 @@
 //! else is cached here.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::core::token::{TokenSet, token_key, unix_now};
 
+use super::cache::Expiring;
 use super::{ClientAuth, Metadata, OidcClient, OidcError};
 
 #[derive(Deserialize)]
@@ -29,6 +31,16 @@ pub enum RefreshOutcome {
     Renewed(TokenSet),
     /// The provider refused the refresh token (revoked, expired): the session is over.
     Rejected,
+}
+
+/// How long a refresh's outcome is shared with the requests that bring the same refresh
+/// token (the browser's parallel requests when a session's access token ran out).
+const REFRESH_SHARED_FOR: Duration = Duration::from_secs(30);
+
+impl Expiring for RefreshOutcome {
+    fn ttl(&self) -> Duration {
+        REFRESH_SHARED_FOR
+    }
 }
 
 fn form_encode(s: &str) -> String {
@@ -139,14 +151,14 @@ impl OidcClient {
         let key = token_key(refresh_token);
         // A shared result is only reused while young; a provider that does not rotate refresh
         // tokens sees the same one again at the next renewal, which must really renew.
-        if let Some(RefreshOutcome::Renewed(t)) = self.refreshes.get(&key).await
+        if let Some(RefreshOutcome::Renewed(t)) = self.refreshes.get(&key)
             && !t.is_fresh(unix_now())
         {
-            self.refreshes.invalidate(&key).await;
+            self.refreshes.remove(&key);
         }
         let rt = refresh_token.to_string();
         self.refreshes
-            .try_get_with(key, async move {
+            .resolve(key, |_| true, |_| async move {
                 match self
                     .token_request(vec![
                         ("grant_type", "refresh_token".into()),

@@ -6,7 +6,7 @@
 //! the queue's front is always the next to expire (dropped on the next insert) and, when the
 //! set is full, the oldest (dropped to make room, as a bounded cache would). The lookup on
 //! every check, [`TtlSet::contains`], takes no lock while the set is empty, which it is
-//! unless the provider ends sessions; these sets replaced `moka::sync` caches, whose code
+//! unless the provider ends sessions; these sets replaced a general cache crate, whose code
 //! (≈ 120 KB of the binary, all of it mapped) and per-lookup bookkeeping they did not need.
 
 use std::collections::{HashMap, VecDeque};
