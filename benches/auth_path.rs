@@ -258,7 +258,7 @@ fn benches(c: &mut Criterion) {
     // 5. One whole check through the handler (everything but hyper and the socket). The
     // session cookie is opened once, then found in the memo (`src/state/memo.rs`), as it is for a
     // browser's repeated requests; (1) is what a first request pays on top.
-    let outpost = Outpost::new(Runtime {
+    let outpost = Arc::new(Outpost::new(Runtime {
         apps: AppSet::new(vec![Arc::clone(&app)]),
         settings: Settings {
             outpost_name: "ak-outpost".into(),
@@ -271,19 +271,19 @@ fn benches(c: &mut Criterion) {
         loaded: true,
         memo: SessionMemo::new(),
         header_memo: SessionMemo::new(),
-    });
+    }));
     let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
     let no_cookie = auth_request(None);
     let check_once = |p: &http::request::Parts| {
         handlers::handle(
-            &outpost,
+            Arc::clone(&outpost),
             p.clone(),
             Body::empty(),
             Conn { peer, tls: false },
-            &mut None,
         )
         .now_or_never()
         .expect("a cached check never waits")
+        .0
     };
     assert_eq!(check_once(&parts).status(), StatusCode::OK);
     assert_eq!(check_once(&no_cookie).status(), StatusCode::UNAUTHORIZED);
@@ -292,14 +292,14 @@ fn benches(c: &mut Criterion) {
             || parts.clone(),
             |p| {
                 handlers::handle(
-                    &outpost,
+                    Arc::clone(&outpost),
                     p,
                     Body::empty(),
                     Conn { peer, tls: false },
-                    &mut None,
                 )
                 .now_or_never()
                 .expect("a cached check never waits")
+                .0
             },
             BatchSize::SmallInput,
         )
@@ -309,14 +309,14 @@ fn benches(c: &mut Criterion) {
             || no_cookie.clone(),
             |p| {
                 handlers::handle(
-                    &outpost,
+                    Arc::clone(&outpost),
                     p,
                     Body::empty(),
                     Conn { peer, tls: false },
-                    &mut None,
                 )
                 .now_or_never()
                 .expect("no I/O without a cookie")
+                .0
             },
             BatchSize::SmallInput,
         )

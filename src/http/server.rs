@@ -4,14 +4,17 @@
 //! goes to `handlers::handle`.
 
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{Future, Ready, ready};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper::{Request, Response};
+use hyper::{Method, Request, Response, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -20,6 +23,7 @@ use tracing::Instrument;
 use crate::http::handlers::{self, Conn, LogInfo};
 use crate::http::limits::{Limits, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_PEER};
 use crate::http::respond::Body;
+use crate::state::metrics::HostMetrics;
 use crate::state::outpost::Outpost;
 
 /// How long in-flight requests may take to finish after shutdown begins.
@@ -236,54 +240,103 @@ where
     conn.await
 }
 
-async fn answer(
+/// One request: its endpoint's answer, then the metrics and the log line. The future hyper
+/// stores per request is the handler's plus what the last step needs (not an `async fn`,
+/// which would also hold the request it was given).
+fn answer(
     outpost: Arc<Outpost>,
     kind: Listener,
     req: Request<Incoming>,
     conn: Conn,
-) -> Result<Response<Body>, Infallible> {
+) -> Either<Ready<Answered>, impl Future<Output = Answered> + Send> {
     let started = Instant::now();
-    let peer = conn.peer;
     // Only proxy mode reads a request body (streamed upstream); elsewhere dropping it lets
     // hyper discard it.
     let (parts, body) = req.into_parts();
-    let method = parts.method.clone();
+    if kind == Listener::Metrics {
+        let resp = crate::http::metrics::handle(&outpost, &parts);
+        let done = Done {
+            started,
+            method: parts.method,
+            uri: parts.uri,
+            peer: conn.peer,
+        };
+        return Either::Left(ready(Ok(done.finish(&outpost, kind, None, resp))));
+    }
     // Cloning the URI shares its buffer; no copy of the path on the hot path.
-    let uri = parts.uri.clone();
+    let done = Done {
+        started,
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        peer: conn.peer,
+    };
     // A span per request (method, path without the query, peer), so events logged while
     // answering carry them. Debug level: at the default level it is never created and costs a
     // level check.
-    let span = tracing::debug_span!("request", %method, path = uri.path(), peer = %peer.ip());
-    let mut answered_by = None;
-    let mut resp = match kind {
-        Listener::Http => {
-            handlers::handle(&outpost, parts, Body::Stream(body), conn, &mut answered_by)
-                .instrument(span)
-                .await
-        }
-        Listener::Metrics => crate::http::metrics::handle(&outpost, &parts),
-    };
-    let info = resp.extensions_mut().remove::<LogInfo>();
-    let elapsed = started.elapsed();
-    // The metrics listener's own requests (scrapes, readiness) are not counted, its pings are.
-    if kind == Listener::Http || uri.path().starts_with(crate::core::paths::PING_PATH) {
-        crate::state::metrics::observe(uri.path(), &method, answered_by, resp.status(), elapsed);
-    }
-    if let Some(info) = info {
-        let log_all = outpost.runtime().settings.log_requests;
-        if log_all {
-            tracing::info!(
-                method = %method, path = %uri.path(), status = resp.status().as_u16(), app = %info.app,
-                outcome = info.outcome, user = %info.user, latency_us = elapsed.as_micros() as u64,
-                peer = %peer.ip(), "request"
+    let span = tracing::debug_span!("request", method = %done.method, path = done.uri.path(), peer = %done.peer.ip());
+    let handled = handlers::handle(Arc::clone(&outpost), parts, Body::Stream(body), conn);
+    Either::Right(
+        handled
+            .instrument(span)
+            .map(move |(resp, by)| Ok(done.finish(&outpost, kind, by, resp))),
+    )
+}
+
+/// A request's answer as hyper takes it.
+type Answered = Result<Response<Body>, Infallible>;
+
+/// What is left to do once a request is answered.
+struct Done {
+    started: Instant,
+    method: Method,
+    uri: Uri,
+    peer: SocketAddr,
+}
+
+impl Done {
+    /// Counts the request and logs it (a debug event, or an info one with `log_requests`).
+    fn finish(
+        self,
+        outpost: &Outpost,
+        kind: Listener,
+        answered_by: Option<&'static HostMetrics>,
+        mut resp: Response<Body>,
+    ) -> Response<Body> {
+        let Done {
+            started,
+            method,
+            uri,
+            peer,
+        } = self;
+        let info = resp.extensions_mut().remove::<LogInfo>();
+        let elapsed = started.elapsed();
+        // The metrics listener's own requests (scrapes, readiness) are not counted, its pings
+        // are.
+        if kind == Listener::Http || uri.path().starts_with(crate::core::paths::PING_PATH) {
+            crate::state::metrics::observe(
+                uri.path(),
+                &method,
+                answered_by,
+                resp.status(),
+                elapsed,
             );
-        } else {
-            tracing::debug!(
-                method = %method, path = %uri.path(), status = resp.status().as_u16(), app = %info.app,
-                outcome = info.outcome, user = %info.user, latency_us = elapsed.as_micros() as u64,
-                peer = %peer.ip(), "request"
-            );
         }
+        if let Some(info) = info {
+            let log_all = outpost.runtime().settings.log_requests;
+            if log_all {
+                tracing::info!(
+                    method = %method, path = %uri.path(), status = resp.status().as_u16(), app = %info.app,
+                    outcome = info.outcome, user = %info.user, latency_us = elapsed.as_micros() as u64,
+                    peer = %peer.ip(), "request"
+                );
+            } else {
+                tracing::debug!(
+                    method = %method, path = %uri.path(), status = resp.status().as_u16(), app = %info.app,
+                    outcome = info.outcome, user = %info.user, latency_us = elapsed.as_micros() as u64,
+                    peer = %peer.ip(), "request"
+                );
+            }
+        }
+        resp
     }
-    Ok(resp)
 }

@@ -54,7 +54,10 @@ struct Shard<V, E> {
 }
 
 enum Slot<V, E> {
-    Ready { value: V, expires: Instant },
+    Ready {
+        value: V,
+        expires: Instant,
+    },
     /// Being computed; the receiver is cloned by each waiter.
     Pending(watch::Receiver<Outcome<V, E>>),
 }
@@ -145,7 +148,12 @@ impl<V: Clone + Expiring, E> TokenCache<V, E> {
                         return result.clone();
                     }
                 }
-                Begin::Lead(flight) => break FlightGuard { cache: self, flight },
+                Begin::Lead(flight) => {
+                    break FlightGuard {
+                        cache: self,
+                        flight,
+                    };
+                }
             }
         };
         let old = flight.flight.old.as_ref().map(|(v, _)| v.clone());
@@ -328,11 +336,15 @@ mod tests {
         for _ in 0..200 {
             let (c, calls) = (Arc::clone(&c), Arc::clone(&calls));
             tasks.push(tokio::spawn(async move {
-                c.resolve(key(7), |_| true, |_| async {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    Ok(Answer(7, LONG))
-                })
+                c.resolve(
+                    key(7),
+                    |_| true,
+                    |_| async {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok(Answer(7, LONG))
+                    },
+                )
                 .await
             }));
         }
@@ -352,12 +364,16 @@ mod tests {
         for _ in 0..20 {
             let (c, calls) = (Arc::clone(&c), Arc::clone(&calls));
             tasks.push(tokio::spawn(async move {
-                c.resolve(key(3), |a| a.0 > 1, |old| async move {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    assert_eq!(old, Some(Answer(1, LONG)));
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    Err::<Answer, _>("down".to_string())
-                })
+                c.resolve(
+                    key(3),
+                    |a| a.0 > 1,
+                    |old| async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        assert_eq!(old, Some(Answer(1, LONG)));
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        Err::<Answer, _>("down".to_string())
+                    },
+                )
                 .await
             }));
         }
@@ -368,10 +384,14 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(c.get(&key(3)), Some(Answer(1, LONG)));
         // A settled answer is returned without computing.
-        let r = c.resolve(key(3), |_| true, |_| async { Ok(Answer(9, LONG)) }).await;
+        let r = c
+            .resolve(key(3), |_| true, |_| async { Ok(Answer(9, LONG)) })
+            .await;
         assert_eq!(r.ok(), Some(Answer(1, LONG)));
         // One that is not settled is replaced.
-        let r = c.resolve(key(3), |a| a.0 > 1, |_| async { Ok(Answer(2, LONG)) }).await;
+        let r = c
+            .resolve(key(3), |a| a.0 > 1, |_| async { Ok(Answer(2, LONG)) })
+            .await;
         assert_eq!(r.ok(), Some(Answer(2, LONG)));
         assert_eq!(c.get(&key(3)), Some(Answer(2, LONG)));
     }
@@ -382,10 +402,14 @@ mod tests {
         let leader = {
             let c = Arc::clone(&c);
             tokio::spawn(async move {
-                c.resolve(key(4), |_| true, |_| async {
-                    tokio::time::sleep(LONG).await;
-                    Ok(Answer(0, LONG))
-                })
+                c.resolve(
+                    key(4),
+                    |_| true,
+                    |_| async {
+                        tokio::time::sleep(LONG).await;
+                        Ok(Answer(0, LONG))
+                    },
+                )
                 .await
             })
         };
@@ -414,10 +438,14 @@ mod tests {
         let task = {
             let c = Arc::clone(&c);
             tokio::spawn(async move {
-                c.resolve(key(5), |_| true, |_| async {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    Ok(Answer(5, LONG))
-                })
+                c.resolve(
+                    key(5),
+                    |_| true,
+                    |_| async {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok(Answer(5, LONG))
+                    },
+                )
                 .await
             })
         };

@@ -324,25 +324,29 @@ impl OidcClient {
     ) -> Result<CachedHeader, Arc<OidcError>> {
         let ttl = self.settings.cache_ttl;
         self.header_cache
-            .resolve(key, |_| true, |_| async {
-                self.spend_budget()?;
-                let _permit = self
-                    .permits
-                    .acquire()
-                    .await
-                    .map_err(|_| OidcError::NotReady("shutting down".into()))?;
-                let found = self
-                    .header_auth_upstream(header, allow_basic)
-                    .await?
-                    .map(Arc::new);
-                let ttl = match &found {
-                    Some(h) => ttl.min(Duration::from_secs(
-                        (h.expires_at - unix_now()).max(1) as u64
-                    )),
-                    None => NEGATIVE_TTL,
-                };
-                Ok::<_, OidcError>(CachedHeader { found, ttl })
-            })
+            .resolve(
+                key,
+                |_| true,
+                |_| async {
+                    self.spend_budget()?;
+                    let _permit = self
+                        .permits
+                        .acquire()
+                        .await
+                        .map_err(|_| OidcError::NotReady("shutting down".into()))?;
+                    let found = self
+                        .header_auth_upstream(header, allow_basic)
+                        .await?
+                        .map(Arc::new);
+                    let ttl = match &found {
+                        Some(h) => ttl.min(Duration::from_secs(
+                            (h.expires_at - unix_now()).max(1) as u64
+                        )),
+                        None => NEGATIVE_TTL,
+                    };
+                    Ok::<_, OidcError>(CachedHeader { found, ttl })
+                },
+            )
             .await
     }
 

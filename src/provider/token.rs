@@ -158,24 +158,28 @@ impl OidcClient {
         }
         let rt = refresh_token.to_string();
         self.refreshes
-            .resolve(key, |_| true, |_| async move {
-                match self
-                    .token_request(vec![
-                        ("grant_type", "refresh_token".into()),
-                        ("refresh_token", rt.clone()),
-                    ])
-                    .await
-                {
-                    Ok(mut t) => {
-                        if t.refresh_token.is_none() {
-                            t.refresh_token = Some(rt);
+            .resolve(
+                key,
+                |_| true,
+                |_| async move {
+                    match self
+                        .token_request(vec![
+                            ("grant_type", "refresh_token".into()),
+                            ("refresh_token", rt.clone()),
+                        ])
+                        .await
+                    {
+                        Ok(mut t) => {
+                            if t.refresh_token.is_none() {
+                                t.refresh_token = Some(rt);
+                            }
+                            Ok(RefreshOutcome::Renewed(t))
                         }
-                        Ok(RefreshOutcome::Renewed(t))
+                        Err(OidcError::Rejected(_)) => Ok(RefreshOutcome::Rejected),
+                        Err(e) => Err(e),
                     }
-                    Err(OidcError::Rejected(_)) => Ok(RefreshOutcome::Rejected),
-                    Err(e) => Err(e),
-                }
-            })
+                },
+            )
             .await
     }
 

@@ -37,9 +37,9 @@ pub(super) async fn auth(
     ctx: &Ctx<'_>,
     app: &Arc<Application>,
     parts: &Parts,
-    req: AuthRequest<'_>,
+    req: &AuthRequest<'_>,
 ) -> Response<Body> {
-    if let Some((sig, query)) = forwarded_signature(&req) {
+    if let Some((sig, query)) = forwarded_signature(req) {
         return match sig {
             Signature::Callback => Box::pin(callback(ctx, app, &parts.headers, query)).await,
             Signature::Logout => Box::pin(sign_out(app, &parts.headers)).await,
@@ -48,7 +48,7 @@ pub(super) async fn auth(
     let cookies = read_session_cookies(&parts.headers, &app.cookie_name);
     let now = unix_now();
     let check = check_session(ctx, app, &parts.headers, &cookies, now).await;
-    let decision = decide(&req, &check, &app.spec, now);
+    let decision = decide(req, &check, &app.spec, now);
     let name = app.spec.name.as_str();
     let mut resp = match (&decision, &check) {
         (Decision::Allow, SessionCheck::Valid { .. }) => {
@@ -56,7 +56,7 @@ pub(super) async fn auth(
         }
         (Decision::Allow, _) => respond::unauthorized(),
         (Decision::Anonymous, _) => respond::empty(StatusCode::OK),
-        (Decision::Login, _) => login(app, parts, &req),
+        (Decision::Login, _) => login(app, parts, req),
         (Decision::Forbidden, SessionCheck::Valid { session, .. }) => {
             return forbidden(ctx, app, &session.identity.username);
         }

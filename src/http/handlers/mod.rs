@@ -4,7 +4,9 @@
 //! build configurations. Proxy mode's catch-all (`proxy`) is one more handler: the same
 //! session check, then the request forwarded instead of answered.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use http::request::Parts;
 use http::{Response, StatusCode};
@@ -86,88 +88,116 @@ pub struct Conn {
     pub tls: bool,
 }
 
-/// Answers one request on the outpost listener (HTTP or HTTPS). `answered_by` is set to the
-/// histograms of the application the request was for, once known. The body is used only in
-/// proxy mode (streamed to the upstream); every other endpoint drops it unread.
-pub async fn handle(
-    outpost: &Outpost,
+/// Answers one request on the outpost listener (HTTP or HTTPS), with the histograms of the
+/// application it was for, once known. The body is used only in proxy mode (streamed to the
+/// upstream); every other endpoint drops it unread.
+///
+/// Not an `async fn`: hyper stores and moves this future once per request, and an `async fn`
+/// would hold its arguments twice (as given, and moved into its body); an `async move` block
+/// uses them in place.
+#[allow(clippy::manual_async_fn)]
+pub fn handle(
+    outpost: Arc<Outpost>,
     parts: Parts,
     body: Body,
     conn: Conn,
-    answered_by: &mut Option<&'static HostMetrics>,
-) -> Response<Body> {
-    let peer = conn.peer;
-    let route = Route::from_path(parts.uri.path());
+) -> impl Future<Output = (Response<Body>, Option<&'static HostMetrics>)> + Send {
+    async move {
+        let rt = outpost.runtime();
+        let route = Route::from_path(parts.uri.path());
+        let (app, trusted, req) = match admit(&outpost, &rt, route, &parts, conn.peer) {
+            Admission::Admitted(app, trusted, req) => (app, trusted, req),
+            Admission::Answered(resp) => return (resp, None),
+        };
+        let answered_by = Some(app.metrics);
+        let ctx = Ctx::new(&outpost, &rt, conn, trusted);
+        let query = parts.uri.query().unwrap_or_default();
+        let proxied = app.spec.mode == Mode::Proxy;
+        let route = if proxied {
+            under_external_path(route, &app, parts.uri.path())
+        } else {
+            route
+        };
+        // Like authentik, a callback or sign-out signature in the query wins over the path,
+        // except on the forward-auth checks, whose own query is not the user's.
+        let signed = proxied
+            || !matches!(
+                route,
+                Route::Auth(Flavour::Nginx | Flavour::Traefik | Flavour::Caddy)
+            );
+        let resp = match (signed.then(|| signature(query)).flatten(), route) {
+            (Some(Signature::Callback), _) | (None, Route::Callback) => {
+                Box::pin(callback(&ctx, &app, &parts.headers, query)).await
+            }
+            (Some(Signature::Logout), _) | (None, Route::SignOut) => {
+                Box::pin(sign_out(&app, &parts.headers)).await
+            }
+            (None, Route::Start) => start(&app, &parts.headers, query),
+            // Proxy mode: everything else is the application's (forward-auth checks included).
+            (None, _) if proxied => Box::pin(proxy(&ctx, &app, parts, body)).await,
+            // The login and logout futures (token calls) are boxed: the check's future, which
+            // hyper keeps per connection, stays small.
+            (None, Route::Auth(_)) => match &req {
+                Some(req) => auth(&ctx, &app, &parts, req).await,
+                None => respond::text(StatusCode::NOT_FOUND, "404 page not found"),
+            },
+            (None, _) => respond::text(StatusCode::NOT_FOUND, "404 page not found"),
+        };
+        (resp, answered_by)
+    }
+}
+
+/// What every request of the outpost listener goes through before its endpoint: the
+/// endpoints that need no application, the configuration being loaded, the application by
+/// host, and the per-client rate. The application, whether the peer is a trusted proxy and
+/// (for a check) the parsed check, or the answer.
+fn admit<'p>(
+    outpost: &Outpost,
+    rt: &Runtime,
+    route: Route,
+    parts: &'p Parts,
+    peer: SocketAddr,
+) -> Admission<'p> {
     match route {
-        Route::Ping => return respond::empty(StatusCode::NO_CONTENT),
-        Route::Ready => return ready(outpost),
+        Route::Ping => return Admission::Answered(respond::empty(StatusCode::NO_CONTENT)),
+        Route::Ready => return Admission::Answered(ready(outpost)),
         _ => {}
     }
-    let rt = outpost.runtime();
     if !rt.loaded {
-        return respond::unavailable("the outpost has not received its configuration yet");
+        return Admission::Answered(respond::unavailable(
+            "the outpost has not received its configuration yet",
+        ));
     }
     let trusted = rt.settings.is_trusted(peer.ip());
-    let flavour = match route {
-        Route::Auth(f) => Some(f),
+    // A check is parsed once, here: its original URL also names the application.
+    let req = match route {
+        Route::Auth(f) => Some(AuthRequest::parse(f, parts, trusted)),
         _ => None,
     };
-    // A check is parsed once, here: its original URL also names the application.
-    let req = flavour.map(|f| AuthRequest::parse(f, &parts, trusted));
     let host = match &req {
-        Some(r) => r.host(&parts, trusted),
-        None => request_host(&parts, trusted, None),
+        Some(r) => r.host(parts, trusted),
+        None => request_host(parts, trusted, None),
     }
     .unwrap_or_default();
     let Some(app) = rt.apps.lookup(host).cloned() else {
         tracing::debug!(host, "no application for this host");
-        return with_log(respond::no_app(host), "", "no_app", "");
+        return Admission::Answered(with_log(respond::no_app(host), "", "no_app", ""));
     };
-    *answered_by = Some(app.metrics);
     // Clients are counted, reverse proxies are not: neither trusted peers nor forward-auth
     // checks (a proxy asking for its users, cheap to answer) use up a client's rate.
     let check = matches!(route, Route::Auth(_)) && app.spec.mode != Mode::Proxy;
     if !trusted && !check && !outpost.admit_client(peer.ip(), rt.settings.client_rate) {
-        return respond::too_many_requests();
+        return Admission::Answered(respond::too_many_requests());
     }
-    let ctx = Ctx::new(outpost, &rt, conn, trusted);
-    let query = parts.uri.query().unwrap_or_default();
-    let proxied = app.spec.mode == Mode::Proxy;
-    let route = if proxied {
-        under_external_path(route, &app, parts.uri.path())
-    } else {
-        route
-    };
-    // Like authentik, a callback or sign-out signature in the query wins over the path, except
-    // on the forward-auth checks, whose own query is not the user's.
-    let signed = proxied
-        || !matches!(
-            route,
-            Route::Auth(Flavour::Nginx | Flavour::Traefik | Flavour::Caddy)
-        );
-    match signed.then(|| signature(query)).flatten() {
-        Some(Signature::Callback) => {
-            return Box::pin(callback(&ctx, &app, &parts.headers, query)).await;
-        }
-        Some(Signature::Logout) => return Box::pin(sign_out(&app, &parts.headers)).await,
-        None => {}
-    }
-    match route {
-        Route::Start => start(&app, &parts.headers, query),
-        // Proxy mode: everything else is the application's (forward-auth checks included).
-        _ if proxied && !matches!(route, Route::Callback | Route::SignOut) => {
-            Box::pin(proxy(&ctx, &app, parts, body)).await
-        }
-        // The login and logout futures (token calls) are boxed: the check's future, which
-        // hyper keeps per connection, stays small.
-        Route::Callback => Box::pin(callback(&ctx, &app, &parts.headers, query)).await,
-        Route::SignOut => Box::pin(sign_out(&app, &parts.headers)).await,
-        Route::Auth(_) => match req {
-            Some(req) => auth(&ctx, &app, &parts, req).await,
-            None => respond::text(StatusCode::NOT_FOUND, "404 page not found"),
-        },
-        _ => respond::text(StatusCode::NOT_FOUND, "404 page not found"),
-    }
+    Admission::Admitted(app, trusted, req)
+}
+
+/// What [`admit`] found.
+enum Admission<'p> {
+    /// The application, whether the peer is a trusted proxy, the parsed check.
+    Admitted(Arc<Application>, bool, Option<AuthRequest<'p>>),
+    /// Answered before any endpoint.
+    Answered(Response<Body>),
 }
 
 /// Proxy mode: an external host with a path (`https://app.example.com/sub`) has its login,
