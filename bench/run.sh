@@ -195,6 +195,10 @@ for _ in 1 2 3 4 5; do
 done
 read -r rss hwm < <(mem_of "$OUTPOST_PID")
 echo "outpost_rss_first_checks,$rss,KiB,after the login and the first five checks; idle" >>"$MEM_CSV"
+# Of which: pages of the binary (shared with the page cache) and the process's own memory.
+read -r anon file < <(awk '/^RssAnon:/{a=$2} /^RssFile:/{f=$2} END{print a, f}' "/proc/$OUTPOST_PID/status")
+echo "outpost_rss_first_checks_file,$file,KiB,of which mapped from the binary (RssFile)" >>"$MEM_CSV"
+echo "outpost_rss_first_checks_anon,$anon,KiB,of which the process's own (RssAnon: heap, stacks)" >>"$MEM_CSV"
 NEED=$((E_TOKENS * ${#CONCURRENCY[@]} + 200))
 ((SESSIONS > NEED)) && NEED=$SESSIONS
 log "minting $NEED access tokens at the IdP (refresh grants)"
