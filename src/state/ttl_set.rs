@@ -8,10 +8,19 @@
 //! every check, [`TtlSet::contains`], takes no lock while the set is empty, which it is
 //! unless the provider ends sessions; these sets replaced a general cache crate, whose code
 //! (≈ 120 KB of the binary, all of it mapped) and per-lookup bookkeeping they did not need.
+//!
+//! Members are kept as a keyed 64-bit hash (SipHash with a key random per set), not as the
+//! string: ≈ 50 bytes a member however long the string (login states are a few hundred
+//! bytes), so a set at its bound stays small. Two strings sharing a hash would count as one:
+//! with a key no client knows, that happens with odds of about one in 10^13 for a full set
+//! of a million, and it can only make a set say "member" (a login state refused as used, a
+//! session as ended), never let something in.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// The set.
@@ -20,15 +29,17 @@ pub struct TtlSet {
     capacity: usize,
     /// Entries held, possibly expired ones included: zero means certainly empty.
     len: AtomicUsize,
+    /// The key of the members' hashes.
+    hasher: RandomState,
     inner: Mutex<Inner>,
 }
 
 #[derive(Default)]
 struct Inner {
-    /// Each member and when it was added.
-    map: HashMap<Arc<str>, Instant>,
+    /// Each member's hash and when it was added.
+    map: HashMap<u64, Instant>,
     /// The members in the order they were added.
-    order: VecDeque<(Instant, Arc<str>)>,
+    order: VecDeque<(Instant, u64)>,
 }
 
 impl TtlSet {
@@ -38,6 +49,7 @@ impl TtlSet {
             ttl,
             capacity: capacity.max(1),
             len: AtomicUsize::new(0),
+            hasher: RandomState::new(),
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -54,16 +66,18 @@ impl TtlSet {
             return false;
         }
         let now = Instant::now();
+        let key = self.hasher.hash_one(key);
         self.lock()
             .map
-            .get(key)
+            .get(&key)
             .is_some_and(|added| now.saturating_duration_since(*added) < self.ttl)
     }
 
     fn insert_at(&self, key: &str, now: Instant) -> bool {
+        let key = self.hasher.hash_one(key);
         let mut inner = self.lock();
         self.forget_expired(&mut inner, now);
-        if inner.map.contains_key(key) {
+        if inner.map.contains_key(&key) {
             return false;
         }
         while inner.map.len() >= self.capacity {
@@ -72,8 +86,7 @@ impl TtlSet {
             };
             inner.map.remove(&oldest);
         }
-        let key: Arc<str> = Arc::from(key);
-        inner.map.insert(Arc::clone(&key), now);
+        inner.map.insert(key, now);
         inner.order.push_back((now, key));
         self.len.store(inner.map.len(), Ordering::Release);
         true
