@@ -556,10 +556,16 @@ async fn soak(a: &Args) -> Res<Value> {
         main["access_token"].as_str().ok_or("no access token")?
     );
     let name = cookie_name(&client_id);
+    // The outpost closes a keep-alive connection idle for 15 s (its header timeout); a
+    // client that keeps one longer may send on it as it closes and get a transport error
+    // (one in 365,000 checks in a 30-minute soak). nginx retries such a request on a new
+    // connection, reqwest does not: so idle connections are dropped first, as nginx's would
+    // be with a `keepalive_timeout` under 15 s.
     let checks = reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(workers + 2)
+        .pool_idle_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| e.to_string())?;
