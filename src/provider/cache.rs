@@ -190,11 +190,7 @@ impl<V: Clone + Expiring, E> TokenCache<V, E> {
     fn store(&self, shard: &mut Shard<V, E>, key: Key, value: V, now: Instant) {
         shard.stores += 1;
         if shard.stores >= shard.map.len().max(64) {
-            shard.stores = 0;
-            shard.map.retain(|_, slot| match slot {
-                Slot::Ready { expires, .. } => *expires > now,
-                Slot::Pending(_) => true,
-            });
+            sweep(shard, now);
         }
         if shard.map.len() >= self.shard_capacity && !shard.map.contains_key(&key) {
             Self::make_room(shard, now, self.shard_capacity);
@@ -205,11 +201,7 @@ impl<V: Clone + Expiring, E> TokenCache<V, E> {
 
     /// Drops expired entries, then, while still full, an eighth of the live answers.
     fn make_room(shard: &mut Shard<V, E>, now: Instant, capacity: usize) {
-        shard.map.retain(|_, slot| match slot {
-            Slot::Ready { expires, .. } => *expires > now,
-            Slot::Pending(_) => true,
-        });
-        shard.stores = 0;
+        sweep(shard, now);
         if shard.map.len() < capacity {
             return;
         }
@@ -228,6 +220,15 @@ impl<V: Clone + Expiring, E> TokenCache<V, E> {
     fn shard(&self, key: &Key) -> MutexGuard<'_, Shard<V, E>> {
         lock(&self.shards[usize::from(key[0]) % SHARDS])
     }
+}
+
+/// Drops a shard's expired answers (computations in flight stay).
+fn sweep<V, E>(shard: &mut Shard<V, E>, now: Instant) {
+    shard.stores = 0;
+    shard.map.retain(|_, slot| match slot {
+        Slot::Ready { expires, .. } => *expires > now,
+        Slot::Pending(_) => true,
+    });
 }
 
 /// A shard's lock. A panic while it was held left the map consistent (each change is one
