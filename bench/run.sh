@@ -176,6 +176,7 @@ start_outpost() { # port cache-ttl -> sets OUTPOST_PID
 
 OUTPOST_PORT="$(free_port)"
 start_outpost "$OUTPOST_PORT" 60s
+sleep 1 # idle: a second after /ready first answered 200
 read -r rss hwm < <(mem_of "$OUTPOST_PID")
 echo "outpost_rss_idle,$rss,KiB,after start-up and provider discovery; no request yet" >>"$MEM_CSV"
 read -r rss hwm < <(mem_of "$FLOOR_PID")

@@ -27,7 +27,9 @@
 //!   [`source::authentik`] (API, websocket, providers → applications). Both produce a
 //!   `Runtime`.
 //! - [`http`]: the listeners, routing, endpoint handlers and responses.
-//! - [`telemetry`], [`healthcheck`]: process support for `main.rs`, which only wires the rest.
+//! - [`telemetry`], [`healthcheck`]: process support for `main.rs`, which only wires the rest
+//!   (its one module, `startup_pages.rs`, hands the binary's start-up pages back to the
+//!   kernel once the outpost is ready).
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]

@@ -1,5 +1,7 @@
 //! The `ak-outpost` binary: parse arguments, load configuration, bind, serve until a signal.
-//! Wiring only: every rule lives in the library.
+//! Wiring only: every rule lives in the library. The library has no `unsafe`; the one call
+//! here that needs it ([`startup_pages::release`]) is a madvise of the binary's own pages.
+#![deny(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +16,9 @@ use ak_outpost::state::outpost::{Outpost, Runtime};
 use ak_outpost::{healthcheck, telemetry};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+#[allow(unsafe_code)]
+mod startup_pages;
 
 const USAGE: &str = "usage:
   ak-outpost                               run as authentik's proxy outpost (AUTHENTIK_HOST, AUTHENTIK_TOKEN)
@@ -290,6 +295,7 @@ async fn run_listeners(
     control: Option<tokio::task::JoinHandle<authentik::Fatal>>,
 ) -> ExitCode {
     let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(release_when_ready(Arc::clone(outpost)));
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await; // a closed channel also means stop
     };
@@ -336,6 +342,19 @@ async fn run_listeners(
         let _ = t.await;
     }
     code
+}
+
+/// Once the outpost is ready (configuration read or fetched, providers discovered; at the latest
+/// after two minutes), hands the code and tables that only start-up used back to the kernel.
+async fn release_when_ready(outpost: Arc<Outpost>) {
+    for _ in 0..1200 {
+        if outpost.ready().is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let kib = startup_pages::release() / 1024;
+    tracing::debug!(kib, "start-up pages of the binary released");
 }
 
 /// Waits for SIGTERM/SIGINT; SIGHUP re-reads the YAML file, SIGUSR1 refreshes from authentik.
