@@ -285,6 +285,20 @@ async fn an_untrusted_client_over_its_rate_gets_429_and_others_are_served() {
         statuses.iter().all(|s| *s == 302 || *s == 429),
         "{statuses:?}"
     );
+    // The refused requests count in the application's metrics like its other answers (this
+    // test runs in a process of its own: the counters are the process's).
+    let health = ak_outpost::state::metrics::Health {
+        ready: true,
+        providers_up: true,
+        cached_checks: 0,
+        grace_served: 0,
+    };
+    let metrics = ak_outpost::state::metrics::render("m", &health);
+    let app_gets = format!(
+        "authentik_outpost_proxy_request_duration_seconds_count{{outpost_name=\"m\",method=\"GET\",host=\"app.example.test\",type=\"app\"}} {}",
+        statuses.len()
+    );
+    assert!(metrics.contains(&app_gets), "{app_gets} not in\n{metrics}");
     // Its checks are answered all the same.
     for _ in 0..30 {
         assert_eq!(get(o.addr, check).await.expect("check").status(), 401);

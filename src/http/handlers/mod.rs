@@ -107,7 +107,7 @@ pub fn handle(
         let route = Route::from_path(parts.uri.path());
         let (app, trusted, req) = match admit(&outpost, &rt, route, &parts, conn.peer) {
             Admission::Admitted(app, trusted, req) => (app, trusted, req),
-            Admission::Answered(resp) => return (resp, None),
+            Admission::Answered(resp, metrics) => return (resp, metrics),
         };
         let answered_by = Some(app.metrics);
         let ctx = Ctx::new(&outpost, &rt, conn, trusted);
@@ -159,14 +159,15 @@ fn admit<'p>(
     peer: SocketAddr,
 ) -> Admission<'p> {
     match route {
-        Route::Ping => return Admission::Answered(respond::empty(StatusCode::NO_CONTENT)),
-        Route::Ready => return Admission::Answered(ready(outpost)),
+        Route::Ping => return Admission::Answered(respond::empty(StatusCode::NO_CONTENT), None),
+        Route::Ready => return Admission::Answered(ready(outpost), None),
         _ => {}
     }
     if !rt.loaded {
-        return Admission::Answered(respond::unavailable(
-            "the outpost has not received its configuration yet",
-        ));
+        return Admission::Answered(
+            respond::unavailable("the outpost has not received its configuration yet"),
+            None,
+        );
     }
     let trusted = rt.settings.is_trusted(peer.ip());
     // A check is parsed once, here: its original URL also names the application.
@@ -181,13 +182,14 @@ fn admit<'p>(
     .unwrap_or_default();
     let Some(app) = rt.apps.lookup(host).cloned() else {
         tracing::debug!(host, "no application for this host");
-        return Admission::Answered(with_log(respond::no_app(host), "", "no_app", ""));
+        return Admission::Answered(with_log(respond::no_app(host), "", "no_app", ""), None);
     };
     // Clients are counted, reverse proxies are not: neither trusted peers nor forward-auth
     // checks (a proxy asking for its users, cheap to answer) use up a client's rate.
     let check = matches!(route, Route::Auth(_)) && app.spec.mode != Mode::Proxy;
     if !trusted && !check && !outpost.admit_client(peer.ip(), rt.settings.client_rate) {
-        return Admission::Answered(respond::too_many_requests());
+        // Counted in the application's metrics, as its other answers are.
+        return Admission::Answered(respond::too_many_requests(), Some(app.metrics));
     }
     Admission::Admitted(app, trusted, req)
 }
@@ -196,8 +198,8 @@ fn admit<'p>(
 enum Admission<'p> {
     /// The application, whether the peer is a trusted proxy, the parsed check.
     Admitted(Arc<Application>, bool, Option<AuthRequest<'p>>),
-    /// Answered before any endpoint.
-    Answered(Response<Body>),
+    /// Answered before any endpoint, and the application's metrics if one was found.
+    Answered(Response<Body>, Option<&'static HostMetrics>),
 }
 
 /// Proxy mode: an external host with a path (`https://app.example.com/sub`) has its login,
