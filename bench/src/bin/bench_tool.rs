@@ -500,14 +500,30 @@ impl Tally {
     }
 }
 
-fn rss_kib(pid: &str) -> Res<u64> {
+/// VmRSS of `pid` and the two parts of it: RssAnon (the process's own memory: heap, stacks)
+/// and RssFile (pages mapped from files: the binary's code and constants), in KiB.
+fn mem_kib(pid: &str) -> Res<Mem> {
     let status =
         std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("{e}"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| "no VmRSS".into())
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .ok_or_else(|| format!("no {name} in /proc/{pid}/status"))
+    };
+    Ok(Mem {
+        rss: field("VmRSS:")?,
+        anon: field("RssAnon:")?,
+        file: field("RssFile:")?,
+    })
+}
+
+#[derive(Clone, Copy)]
+struct Mem {
+    rss: u64,
+    anon: u64,
+    file: u64,
 }
 
 fn percentile(sorted: &[u32], q: f64) -> f64 {
@@ -687,40 +703,46 @@ async fn soak(a: &Args) -> Res<Value> {
     }
 
     // RSS samples.
-    let mut samples: Vec<(f64, u64)> = vec![(0.0, rss_kib(&pid)?)];
+    let mut samples: Vec<(f64, Mem)> = vec![(0.0, mem_kib(&pid)?)];
     let mut next = started + sample;
     while Instant::now() < end {
         tokio::time::sleep_until(next.min(end).into()).await;
         next += sample;
-        let rss = rss_kib(&pid)?;
+        let mem = mem_kib(&pid)?;
         let t = started.elapsed().as_secs_f64();
-        samples.push((t, rss));
+        samples.push((t, mem));
         let (reqs, errs) = {
             let g = tally.lock().unwrap();
             (g.requests.iter().sum::<u64>(), g.errors.iter().sum::<u64>())
         };
-        eprintln!("[soak {t:6.1}s] rss {rss} KiB, requests {reqs}, errors {errs}");
+        eprintln!(
+            "[soak {t:6.1}s] rss {} KiB (anon {}, file {}), requests {reqs}, errors {errs}",
+            mem.rss, mem.anon, mem.file
+        );
     }
     for t in tasks {
         t.await.map_err(|e| e.to_string())?;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let final_rss = rss_kib(&pid)?;
-    samples.push((elapsed, final_rss));
+    let last = mem_kib(&pid)?;
+    samples.push((elapsed, last));
+    let final_rss = last.rss;
 
     // RSS after warm-up: the first sample at or after the warm-up.
-    let warm = samples
+    let warm_mem = samples
         .iter()
         .find(|(t, _)| *t >= warmup.as_secs_f64() - 0.5)
         .map(|s| s.1)
-        .unwrap_or(final_rss);
+        .unwrap_or(last);
+    let warm = warm_mem.rss;
     let max_after = samples
         .iter()
         .filter(|(t, _)| *t >= warmup.as_secs_f64() - 0.5)
-        .map(|s| s.1)
+        .map(|s| s.1.rss)
         .max()
         .unwrap_or(final_rss);
-    let growth = (final_rss as f64 - warm as f64) / warm as f64 * 100.0;
+    let pct = |from: u64, to: u64| (to as f64 - from as f64) / from.max(1) as f64 * 100.0;
+    let growth = pct(warm, final_rss);
 
     let mut g = tally.lock().unwrap();
     std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
@@ -748,23 +770,31 @@ async fn soak(a: &Args) -> Res<Value> {
     eprintln!(
         "total {requests} requests, {errors} errors in {elapsed:.0} s; RSS {} KiB at start, \
          {warm} KiB after the {} s warm-up, {final_rss} KiB at the end ({growth:+.2} %), \
-         max {max_after} KiB after warm-up",
-        samples[0].1,
-        warmup.as_secs()
+         max {max_after} KiB after warm-up; of which own memory (RssAnon) {} -> {} KiB, \
+         mapped files (RssFile) {} -> {} KiB",
+        samples[0].1.rss,
+        warmup.as_secs(),
+        warm_mem.anon,
+        last.anon,
+        warm_mem.file,
+        last.file
     );
     for e in &g.examples {
         eprintln!("  error: {e}");
     }
     std::fs::write(out_dir.join("soak.csv"), csv).map_err(|e| e.to_string())?;
-    let mut rss_csv = String::from("t_s,rss_kib\n");
-    for (t, r) in &samples {
-        rss_csv.push_str(&format!("{t:.1},{r}\n"));
+    let mut rss_csv = String::from("t_s,rss_kib,anon_kib,file_kib\n");
+    for (t, m) in &samples {
+        rss_csv.push_str(&format!("{t:.1},{},{},{}\n", m.rss, m.anon, m.file));
     }
     std::fs::write(out_dir.join("soak-rss.csv"), rss_csv).map_err(|e| e.to_string())?;
     Ok(json!({
         "seconds": elapsed, "rate": rate, "requests": requests, "errors": errors,
-        "rss_start_kib": samples[0].1, "rss_warm_kib": warm, "rss_end_kib": final_rss,
+        "rss_start_kib": samples[0].1.rss, "rss_warm_kib": warm, "rss_end_kib": final_rss,
         "rss_max_after_warmup_kib": max_after, "rss_growth_pct": growth,
+        "anon_warm_kib": warm_mem.anon, "anon_end_kib": last.anon,
+        "anon_growth_pct": pct(warm_mem.anon, last.anon),
+        "file_warm_kib": warm_mem.file, "file_end_kib": last.file,
         "kinds": kinds, "error_examples": g.examples,
     }))
 }
