@@ -385,21 +385,40 @@ if [[ "${SKIP_NGINX:-0}" != 1 ]]; then
     check_and_warm "$target" "$url" 200 "${BROWSER_H[@]}"
     for c in "${CONCURRENCY[@]}"; do
       log "$target c=$c"
-      run_wrk "$target" "$example" "$c" "$DURATION" "$url" "${BROWSER_H[@]}"
+      run_wrk "$target" "$example" "$c" "${NGINX_DURATION:-$DURATION}" "$url" "${BROWSER_H[@]}"
     done
     stop_pid "$pid"
   }
   # With keepalive: nginx/app.example.com.conf as shipped (auth upstream keepalive 64), the app
   # also behind a keepalive upstream. Without: SWAG's files as shipped (variable proxy_pass,
   # new connections to the outpost and to the app for every request).
-  nginx_run plain "$FLOOR_PID" "$FLOOR_PORT" f_nginx_keepalive_floor app-keepalive
-  nginx_run plain "$NFLOOR_PID" "$NFLOOR_PORT" f_nginx_keepalive_floor_same app-keepalive
-  nginx_run plain "$OUTPOST_PID" "$OUTPOST_PORT" f_nginx_keepalive_outpost app-keepalive
-  nginx_run plain "$NOJWT_PID" "$NOJWT_PORT" f_nginx_keepalive_outpost_nojwt app-keepalive
-  nginx_run swag "$FLOOR_PID" "$FLOOR_PORT" f_nginx_nokeepalive_floor
-  nginx_run swag "$NFLOOR_PID" "$NFLOOR_PORT" f_nginx_nokeepalive_floor_same
-  nginx_run swag "$OUTPOST_PID" "$OUTPOST_PORT" f_nginx_nokeepalive_outpost
-  nginx_run swag "$NOJWT_PID" "$NOJWT_PORT" f_nginx_nokeepalive_outpost_nojwt
+  # Two rounds, the second in reverse order, one run of half the time per point in each;
+  # report.py keeps the faster run of a point. So no target gains from its place in the
+  # sequence (without keepalive every request leaves two connections in TIME_WAIT, and
+  # the machine's other work comes and goes): runs of one config sequence had put the same
+  # floor at 0.67-0.93x of itself.
+  NGINX_TARGETS=(
+    "plain $FLOOR_PID $FLOOR_PORT f_nginx_keepalive_floor app-keepalive"
+    "plain $NFLOOR_PID $NFLOOR_PORT f_nginx_keepalive_floor_same app-keepalive"
+    "plain $OUTPOST_PID $OUTPOST_PORT f_nginx_keepalive_outpost app-keepalive"
+    "plain $NOJWT_PID $NOJWT_PORT f_nginx_keepalive_outpost_nojwt app-keepalive"
+    "swag $FLOOR_PID $FLOOR_PORT f_nginx_nokeepalive_floor"
+    "swag $NFLOOR_PID $NFLOOR_PORT f_nginx_nokeepalive_floor_same"
+    "swag $OUTPOST_PID $OUTPOST_PORT f_nginx_nokeepalive_outpost"
+    "swag $NOJWT_PID $NOJWT_PORT f_nginx_nokeepalive_outpost_nojwt"
+  )
+  half="$(( ${DURATION%s} / 2 ))s"; [[ "$half" != 0s ]] || half=1s
+  for round in 1 2; do
+    order=("${NGINX_TARGETS[@]}")
+    if [[ "$round" == 2 ]]; then
+      order=(); for ((k = ${#NGINX_TARGETS[@]} - 1; k >= 0; k--)); do order+=("${NGINX_TARGETS[k]}"); done
+    fi
+    for spec in "${order[@]}"; do
+      read -r -a args <<<"$spec"
+      log "nginx round $round: ${args[3]}"
+      REPEATS=1 NGINX_DURATION="$half" nginx_run "${args[@]}"
+    done
+  done
   read -r rss hwm < <(mem_of "$OUTPOST_PID")
   echo "outpost_hwm_all_load,$hwm,KiB,VmHWM after all runs incl. nginx without keepalive" >>"$MEM_CSV"
   echo "outpost_rss_all_load,$rss,KiB,VmRSS after all runs incl. nginx without keepalive" >>"$MEM_CSV"
