@@ -1,11 +1,14 @@
 //! Start-up runs code that serving never runs again: YAML and JSON parsing of the
 //! configuration, provider discovery, certificate generation, the TLS set-up. Its pages stay
 //! mapped, and counted in RSS, for the life of the process: an outpost just started showed
-//! 5.8 MiB, 1.4 MiB once they were released (`bench/run.sh`, `outpost_rss_idle`). `release` drops the mapping of the binary's read-only segments (code,
-//! constants, unwind tables): the kernel maps back, from the page cache, the pages serving
-//! touches, so RSS becomes the working set. Writable segments (data, relocated pointers) are
-//! never touched, so nothing but page-table entries is lost. Part of the binary, not the
-//! library (which forbids `unsafe`).
+//! 5.8 MiB, 1.4 MiB once they were released (`bench/run.sh`, `outpost_rss_idle`).
+//!
+//! `release` drops the mapping of the binary's read-only segments (code, constants, unwind
+//! tables): the kernel maps back, from the page cache, the pages serving touches, so RSS
+//! becomes the working set. Writable segments (data, and the pointers relocated at start-up,
+//! which sit in the writable segment's RELRO part) are never touched, and Rust's linkers emit
+//! no text relocations, so nothing but page-table entries is lost. Part of the binary, not
+//! the library (which forbids `unsafe`).
 
 /// `PF_W` of the ELF specification (not exported by `libc`).
 const PF_W: u32 = 2;
