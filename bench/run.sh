@@ -395,8 +395,8 @@ if [[ "${SKIP_NGINX:-0}" != 1 ]]; then
   # Two rounds, the second in reverse order, one run of half the time per point in each;
   # report.py keeps the faster run of a point. So no target gains from its place in the
   # sequence (without keepalive every request leaves two connections in TIME_WAIT, and
-  # the machine's other work comes and goes): runs of one config sequence had put the same
-  # floor at 0.67-0.93x of itself.
+  # the machine's other work comes and goes): runs in one fixed sequence had put the floor
+  # sending the outpost's bytes at 0.67-0.93x of the plain floor.
   NGINX_TARGETS=(
     "plain $FLOOR_PID $FLOOR_PORT f_nginx_keepalive_floor app-keepalive"
     "plain $NFLOOR_PID $NFLOOR_PORT f_nginx_keepalive_floor_same app-keepalive"
