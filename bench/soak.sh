@@ -13,8 +13,7 @@
 # VmRSS of the outpost is sampled every SOAK_SAMPLE seconds; growth is the last sample against
 # the first one after SOAK_WARMUP seconds. Target: zero errors, growth < 5 %. Each sample also
 # splits RSS into the process's own memory (RssAnon: a leak grows this) and pages mapped from
-# the binary (RssFile: grows when a code path runs for the first time, e.g. the first expiry
-# of used login states after 31 minutes). The outpost's bounded sets fill for their TTL (used
+# the binary (RssFile: grows when a code path runs for the first time). The outpost's bounded sets fill for their TTL (used
 # login states: 31 minutes), so a run that should show a steady state needs
 # SOAK_WARMUP > 1860 (e.g. SOAK_DURATION=3600 SOAK_WARMUP=1900).
 #

@@ -249,18 +249,22 @@ async fn one_untrusted_address_cannot_hold_every_connection() {
 async fn an_untrusted_client_over_its_rate_gets_429_and_others_are_served() {
     let idp = Idp::start(&IdpOptions::new(vec!["http://app.example.test/cb".into()]));
     let limits = "limits: {client_requests_per_second: 2, client_burst: 10}\n";
-    let yaml_for = |addr: SocketAddr, trusted: &str| app_yaml(addr, &idp, trusted, limits);
+    // A host of its own, so that its request metrics are this test's only, even when the
+    // tests of this file share a process (`cargo test`).
+    let yaml_for = |addr: SocketAddr, trusted: &str| {
+        app_yaml(addr, &idp, trusted, limits).replace("app.example.test", "rate.example.test")
+    };
     let c = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
     let get = |addr: SocketAddr, path: &'static str| {
         c.get(format!("http://{addr}{path}"))
-            .header("Host", "app.example.test")
-            .header("X-Original-URL", "http://app.example.test/x")
+            .header("Host", "rate.example.test")
+            .header("X-Original-URL", "http://rate.example.test/x")
             .send()
     };
-    let start = "/outpost.goauthentik.io/start?rd=http%3A%2F%2Fapp.example.test%2F";
+    let start = "/outpost.goauthentik.io/start?rd=http%3A%2F%2Frate.example.test%2F";
     let check = "/outpost.goauthentik.io/auth/nginx";
     // Loopback untrusted: a client like any other.
     let listener = InProcess::bind();
@@ -285,8 +289,7 @@ async fn an_untrusted_client_over_its_rate_gets_429_and_others_are_served() {
         statuses.iter().all(|s| *s == 302 || *s == 429),
         "{statuses:?}"
     );
-    // The refused requests count in the application's metrics like its other answers (this
-    // test runs in a process of its own: the counters are the process's).
+    // The refused requests count in the application's metrics like its other answers.
     let health = ak_outpost::state::metrics::Health {
         ready: true,
         providers_up: true,
@@ -295,7 +298,7 @@ async fn an_untrusted_client_over_its_rate_gets_429_and_others_are_served() {
     };
     let metrics = ak_outpost::state::metrics::render("m", &health);
     let app_gets = format!(
-        "authentik_outpost_proxy_request_duration_seconds_count{{outpost_name=\"m\",method=\"GET\",host=\"app.example.test\",type=\"app\"}} {}",
+        "authentik_outpost_proxy_request_duration_seconds_count{{outpost_name=\"m\",method=\"GET\",host=\"rate.example.test\",type=\"app\"}} {}",
         statuses.len()
     );
     assert!(metrics.contains(&app_gets), "{app_gets} not in\n{metrics}");
