@@ -1,10 +1,11 @@
-# Shared by the bench scripts (run.sh, proxy.sh, soak.sh); sourced after TAG is set:
+# Shared by the bench scripts (run.sh, proxy.sh, soak.sh, symbol-order.sh); sourced after TAG
+# is set:
 #
 #     TAG=bench; source "$BENCH/lib.sh"
 #
 # Defines log/die (prefixed with TAG), a work dir WORK (/tmp/ak-$TAG.XXXXXX, removed at exit
 # unless KEEP_WORK=1), PIDS (processes to stop at exit: TERM, then KILL after 5 s),
-# free_port and wait_http.
+# free_port, wait_http, build_binaries, start_idp and outpost_yaml_head.
 
 log() { printf '[%s %3ds] %s\n' "$TAG" "$SECONDS" "$*" >&2; }
 die() { printf '[%s] error: %s\n' "$TAG" "$*" >&2; exit 1; }
@@ -33,4 +34,59 @@ wait_http() { # url expected-status [extra curl args...]
     sleep 0.05
   done
   die "$url never answered $want"
+}
+
+# build_binaries: the release binaries as the Dockerfile builds them (static glibc, --target
+# <host>, no strip) into ${CARGO_TARGET_DIR:-target}/packaging, unless SKIP_BUILD=1; sets
+# OUTPOST_BIN (unless already set), FLOOR_BIN and TOOL.
+build_binaries() {
+  local triple pkg
+  triple="$(rustc -vV | sed -n 's/^host: //p')"
+  pkg="${CARGO_TARGET_DIR:-$ROOT/target}/packaging"
+  if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+    log "building release binaries (static, as shipped) into $pkg"
+    (cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --quiet --locked \
+      --bin ak-outpost --target "$triple" --target-dir "$pkg")
+    (cd "$ROOT/bench" && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --quiet \
+      --target "$triple" --target-dir "$pkg")
+  fi
+  OUTPOST_BIN="${OUTPOST_BIN:-$pkg/$triple/release/ak-outpost}"
+  FLOOR_BIN="$pkg/$triple/release/floor"
+  TOOL="$pkg/$triple/release/bench-tool"
+  local b
+  for b in "$OUTPOST_BIN" "$FLOOR_BIN" "$TOOL"; do [[ -x "$b" ]] || die "$b is missing"; done
+}
+
+# start_idp <config json> [taskset cpu]: the reference IdP (tests/idp/server.js) in the
+# background; sets ISSUER.
+start_idp() {
+  local pin=()
+  [[ -n "${2:-}" ]] && pin=(taskset -c "$2")
+  "${pin[@]}" node "$ROOT/tests/idp/server.js" "$1" >"$WORK/idp.out" 2>"$WORK/idp.err" &
+  PIDS+=($!)
+  for _ in $(seq 200); do grep -q '^IDP_READY ' "$WORK/idp.out" 2>/dev/null && break; sleep 0.1; done
+  ISSUER="$(sed -n 's/^IDP_READY //p' "$WORK/idp.out")"
+  [[ -n "$ISSUER" ]] || { cat "$WORK/idp.err" >&2; die "IdP did not start"; }
+}
+
+# outpost_yaml_head <http address> <metrics address or ""> <introspection cache TTL> [log
+# level]: the head every bench configuration shares (listeners, SECRET, the reference IdP at
+# ISSUER as provider with CLIENT_ID / CLIENT_SECRET, JSON logs); the caller appends the rest.
+outpost_yaml_head() {
+  cat <<YAML
+listen:
+  http: "$1"
+  metrics: "$2"
+outpost_name: ak-outpost
+secret: "$SECRET"
+provider:
+  issuer: "$ISSUER"
+  client_id: "$CLIENT_ID"
+  client_secret: "$CLIENT_SECRET"
+  scopes: [openid, profile, email, groups]
+  introspection_cache_ttl: $3
+log:
+  level: ${4:-info}
+  format: json
+YAML
 }

@@ -61,19 +61,7 @@ for c in wrk node python3 curl taskset; do command -v "$c" >/dev/null 2>&1 || di
 bash "$ROOT/scripts/install-deps.sh" >&2
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 [[ -x "$NGINX" ]] || die "nginx is missing"
-TRIPLE="$(rustc -vV | sed -n 's/^host: //p')"
-PKG="${CARGO_TARGET_DIR:-$ROOT/target}/packaging"
-if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-  log "building release binaries (static, as shipped) into $PKG"
-  (cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --quiet --locked \
-    --bin ak-outpost --target "$TRIPLE" --target-dir "$PKG")
-  (cd "$BENCH" && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --quiet \
-    --target "$TRIPLE" --target-dir "$PKG")
-fi
-OUTPOST_BIN="${OUTPOST_BIN:-$PKG/$TRIPLE/release/ak-outpost}"
-FLOOR_BIN="$PKG/$TRIPLE/release/floor"
-TOOL="$PKG/$TRIPLE/release/bench-tool"
-[[ -x "$OUTPOST_BIN" && -x "$FLOOR_BIN" && -x "$TOOL" ]] || die "binaries missing in $PKG/$TRIPLE/release"
+build_binaries
 mkdir -p "$OUT"
 
 # --- the IdP, the backend, the outpost, two nginx --------------------------------------------
@@ -92,32 +80,15 @@ cat >"$WORK/idp.json" <<EOF
  "users": [{"username": "alice", "password": "alice-password", "email": "alice@example.test",
    "name": "Alice Liddell", "groups": ["admins", "users"]}]}
 EOF
-taskset -c "$WRK_CPU" node "$ROOT/tests/idp/server.js" "$WORK/idp.json" >"$WORK/idp.out" 2>"$WORK/idp.err" &
-PIDS+=($!)
-for _ in $(seq 200); do grep -q '^IDP_READY ' "$WORK/idp.out" 2>/dev/null && break; sleep 0.1; done
-ISSUER="$(sed -n 's/^IDP_READY //p' "$WORK/idp.out")"
-[[ -n "$ISSUER" ]] || { cat "$WORK/idp.err" >&2; die "IdP did not start"; }
+start_idp "$WORK/idp.json" "$WRK_CPU"
 
 FLOOR_BODY_BYTES="$BODY_BYTES" taskset -c "$SERVER_CPU" "$FLOOR_BIN" "127.0.0.1:$BACKEND_PORT" >/dev/null 2>&1 &
 BACKEND_PID=$!; PIDS+=($!)
 wait_http "http://127.0.0.1:$BACKEND_PORT/" 200
 
 outpost_yaml() { # port
+  outpost_yaml_head "127.0.0.1:$1" "" 60s
   cat <<EOF
-listen:
-  http: "127.0.0.1:$1"
-  metrics: ""
-outpost_name: ak-outpost
-secret: "$SECRET"
-provider:
-  issuer: "$ISSUER"
-  client_id: "$CLIENT_ID"
-  client_secret: "$CLIENT_SECRET"
-  scopes: [openid, profile, email, groups]
-  introspection_cache_ttl: 60s
-log:
-  level: info
-  format: json
 # wrk is one client address: the per-client rate limit (on by default for peers that are not
 # trusted proxies) would answer 429 after its burst. Set too high to ever limit, so the
 # bucket is still looked up per request as for a browser.

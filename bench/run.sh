@@ -106,6 +106,15 @@ RUNS_CSV="$OUT/runs.csv"
 MEM_CSV="$OUT/memory.csv"
 echo "target,setup,concurrency,rps,p50_us,p90_us,p99_us,max_us,requests,non_2xx,socket_errors,token_wraps,duration,server_cpu_us_per_req" >"$RUNS_CSV"
 echo "what,value,unit,note" >"$MEM_CSV"
+# The code layout (build.rs, bench/symbol-order.sh): how many of the functions the order file
+# names the binary has. Fewer means the file is stale: regenerate it.
+ORDER_FILE="$ROOT/build/symbol-order.txt"
+if [[ -f "$ORDER_FILE" ]] && command -v nm >/dev/null 2>&1; then
+  listed="$(grep -cv '^#' "$ORDER_FILE" || true)"
+  found="$(grep -v '^#' "$ORDER_FILE" | sort -u | comm -12 - <(nm "$OUTPOST_BIN" | awk '{print $NF}' | sort -u) | wc -l)"
+  echo "symbol_order_found,$found,names,of the $listed functions in build/symbol-order.txt found in the binary (code layout)" >>"$MEM_CSV"
+  ((found * 10 >= listed * 9)) || log "warning: only $found of $listed names in build/symbol-order.txt match; run bench/symbol-order.sh"
+fi
 
 # --- 3. micro-benchmarks (criterion) --------------------------------------------------------
 if [[ "${SKIP_MICRO:-0}" != 1 ]]; then
@@ -129,11 +138,7 @@ cat >"$WORK/idp.json" <<EOF
    "name": "Alice Liddell", "groups": ["admins", "users"]}]}
 EOF
 # The IdP shares core 0 with wrk: core 1 stays for the server under test.
-taskset -c "$WRK_CPU" node "$ROOT/tests/idp/server.js" "$WORK/idp.json" >"$WORK/idp.out" 2>"$WORK/idp.err" &
-PIDS+=($!); IDP_PID=$!
-for _ in $(seq 200); do grep -q '^IDP_READY ' "$WORK/idp.out" 2>/dev/null && break; sleep 0.1; done
-ISSUER="$(sed -n 's/^IDP_READY //p' "$WORK/idp.out")"
-[[ -n "$ISSUER" ]] || { cat "$WORK/idp.err" >&2; die "IdP did not start"; }
+start_idp "$WORK/idp.json" "$WRK_CPU"
 log "IdP at $ISSUER"
 
 start_floor() { # port -> pid
@@ -145,21 +150,8 @@ FLOOR_PORT="$(free_port)"; start_floor "$FLOOR_PORT"; FLOOR_PID="${PIDS[-1]}"
 APP_PORT="$(free_port)"; start_floor "$APP_PORT"; APP_PID="${PIDS[-1]}"
 
 outpost_yaml() { # port cache-ttl
+  outpost_yaml_head "127.0.0.1:$1" "" "$2"
   cat <<EOF
-listen:
-  http: "127.0.0.1:$1"
-  metrics: ""
-outpost_name: ak-outpost
-secret: "$SECRET"
-provider:
-  issuer: "$ISSUER"
-  client_id: "$CLIENT_ID"
-  client_secret: "$CLIENT_SECRET"
-  scopes: [openid, profile, email, groups]
-  introspection_cache_ttl: $2
-log:
-  level: info
-  format: json
 applications:
   - name: app
     external_host: "$EXTERNAL"

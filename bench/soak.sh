@@ -49,18 +49,7 @@ source "$BENCH/lib.sh"
 # --- dependencies and build (as bench/run.sh: static glibc, --target <host>) ----------------
 bash "$ROOT/scripts/install-deps.sh" >&2
 for c in node python3 curl taskset; do command -v "$c" >/dev/null 2>&1 || die "$c is missing"; done
-TRIPLE="$(rustc -vV | sed -n 's/^host: //p')"
-PKG="${CARGO_TARGET_DIR:-$ROOT/target}/packaging"
-if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-  log "building release binaries (static, as shipped) into $PKG"
-  (cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --quiet --locked \
-    --bin ak-outpost --target "$TRIPLE" --target-dir "$PKG")
-  (cd "$BENCH" && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --quiet \
-    --bin bench-tool --target "$TRIPLE" --target-dir "$PKG")
-fi
-OUTPOST_BIN="$PKG/$TRIPLE/release/ak-outpost"
-TOOL="$PKG/$TRIPLE/release/bench-tool"
-[[ -x "$OUTPOST_BIN" && -x "$TOOL" ]] || die "binaries missing in $PKG/$TRIPLE/release"
+build_binaries
 
 # --- the IdP and the outpost ------------------------------------------------------------------
 OUTPOST_PORT="$(free_port)"
@@ -73,32 +62,17 @@ cat >"$WORK/idp.json" <<JSON
  "users": [{"username": "alice", "password": "alice-password", "email": "alice@example.test",
    "name": "Alice Liddell", "groups": ["admins", "users"]}]}
 JSON
-taskset -c "$LOAD_CPU" node "$ROOT/tests/idp/server.js" "$WORK/idp.json" >"$WORK/idp.out" 2>"$WORK/idp.err" &
-PIDS+=($!)
-for _ in $(seq 200); do grep -q '^IDP_READY ' "$WORK/idp.out" 2>/dev/null && break; sleep 0.1; done
-ISSUER="$(sed -n 's/^IDP_READY //p' "$WORK/idp.out")"
-[[ -n "$ISSUER" ]] || { cat "$WORK/idp.err" >&2; die "IdP did not start"; }
+start_idp "$WORK/idp.json" "$LOAD_CPU"
 
-cat >"$WORK/outpost.yaml" <<YAML
-listen:
-  http: "127.0.0.1:$OUTPOST_PORT"
-  metrics: ""
-outpost_name: ak-outpost
-secret: "$SECRET"
-provider:
-  issuer: "$ISSUER"
-  client_id: "$CLIENT_ID"
-  client_secret: "$CLIENT_SECRET"
-  scopes: [openid, profile, email, groups]
-  introspection_cache_ttl: $CACHE_TTL
-log:
-  level: warn
-  format: json
+{
+  outpost_yaml_head "127.0.0.1:$OUTPOST_PORT" "" "$CACHE_TTL" warn
+  cat <<YAML
 applications:
   - name: app
     external_host: "$EXTERNAL"
     mode: forward_single
 YAML
+} >"$WORK/outpost.yaml"
 taskset -c "$SERVER_CPU" "$OUTPOST_BIN" --config "$WORK/outpost.yaml" 2>>"$WORK/outpost.log" &
 OUTPOST_PID=$!; PIDS+=($!)
 wait_http "http://127.0.0.1:$OUTPOST_PORT/outpost.goauthentik.io/ready" 200
