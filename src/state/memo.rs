@@ -53,7 +53,9 @@ pub struct Opened {
 /// One table.
 pub struct SessionMemo {
     slots: Box<[ArcSwapOption<Opened>]>,
-    hasher: std::collections::hash_map::RandomState,
+    /// Which slot a value takes: keyed per process, so no client can aim its values at
+    /// another's slot (foldhash's quality variant: the slot is the hash's low bits).
+    hasher: foldhash::quality::RandomState,
 }
 
 impl Default for SessionMemo {
