@@ -42,13 +42,19 @@ pub struct OriginalUrl<'a> {
 
 impl<'a> OriginalUrl<'a> {
     /// Checks `text`, already known to be `scheme://authority/path` with a lowercase http(s)
-    /// scheme, a plain authority and no control characters; `None` if it does not parse as a
-    /// URL with a host.
-    fn new(text: Cow<'a, str>, scheme_len: usize, authority_len: usize) -> Option<Self> {
+    /// scheme, a plain authority and no control characters; `sure` when [`check_parts`]
+    /// found that [`surely_parses`] vouches for the authority. `None` if it does not parse
+    /// as a URL with a host.
+    fn new(
+        text: Cow<'a, str>,
+        scheme_len: usize,
+        authority_len: usize,
+        sure: bool,
+    ) -> Option<Self> {
         let start = scheme_len + "://".len();
         let authority = start..start + authority_len;
         let url = OnceLock::new();
-        if !surely_parses(text.get(authority.clone())?) {
+        if !sure {
             let _ = url.set(Some(parse_url(&text)?));
         }
         Some(OriginalUrl {
@@ -228,6 +234,9 @@ fn first_value(v: &str) -> &str {
     v.split(',').next().unwrap_or_default().trim()
 }
 
+/// The longest host name DNS allows.
+const MAX_HOST_LEN: usize = 253;
+
 /// Whether `authority` is a plain `host[:port]`: DNS labels (letters, digits, `-`, `_`, `.`)
 /// or a bracketed IPv6 address, and an optional numeric port. Anything else (`\\`, `?`, `#`,
 /// `@`, `/`, spaces, empty) could move characters from the host into the path when parsed.
@@ -257,7 +266,7 @@ pub fn is_plain_authority(authority: &str) -> bool {
             !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
         });
     let host_ok = !host.is_empty()
-        && host.len() <= 253
+        && host.len() <= MAX_HOST_LEN
         && (authority.starts_with('[')
             || host
                 .bytes()
@@ -269,11 +278,9 @@ pub fn is_plain_authority(authority: &str) -> bool {
 /// every part is well-formed, so no part can leak into another.
 fn absolute(scheme: &str, host: &str, path_and_query: &str) -> Option<OriginalUrl<'static>> {
     let scheme = lower_http_scheme(scheme)?;
-    if !parts_ok(host, path_and_query) {
-        return None;
-    }
+    let sure = check_parts(host, path_and_query)?;
     let text = format!("{scheme}://{host}{path_and_query}");
-    OriginalUrl::new(Cow::Owned(text), scheme.len(), host.len())
+    OriginalUrl::new(Cow::Owned(text), scheme.len(), host.len(), sure)
 }
 
 /// `http` or `https`, whatever the case; `None` for any other scheme.
@@ -287,9 +294,19 @@ fn lower_http_scheme(scheme: &str) -> Option<&'static str> {
     }
 }
 
-/// A plain `host[:port]` and a path that starts with `/` and has no control characters.
-fn parts_ok(host: &str, path_and_query: &str) -> bool {
-    path_and_query.starts_with('/') && is_plain_authority(host) && !has_control(path_and_query)
+/// Whether `host` is a plain `host[:port]` and the path starts with `/` and has no control
+/// characters: `Some(sure)`, `sure` when [`surely_parses`] vouches for the authority (then
+/// the URL need not be parsed at the edge), `None` if any part is malformed. One pass over
+/// the authority in the usual case: what `surely_parses` accepts is a plain authority unless
+/// it is longer than a host may be.
+fn check_parts(host: &str, path_and_query: &str) -> Option<bool> {
+    if !path_and_query.starts_with('/') || has_control(path_and_query) {
+        return None;
+    }
+    if host.len() <= MAX_HOST_LEN && surely_parses(host) {
+        return Some(true);
+    }
+    is_plain_authority(host).then_some(false)
 }
 
 /// Whether `s` has a control character (C0, DEL or C1); byte by byte while it is ASCII.
@@ -306,10 +323,8 @@ fn parse_absolute(s: &str) -> Option<OriginalUrl<'_>> {
     let (scheme, authority, path_and_query) = split_absolute(s)?;
     if matches!(scheme, "http" | "https") {
         // Already in the form `absolute` would build: keep it as it is.
-        if !parts_ok(authority, path_and_query) {
-            return None;
-        }
-        return OriginalUrl::new(Cow::Borrowed(s), scheme.len(), authority.len());
+        let sure = check_parts(authority, path_and_query)?;
+        return OriginalUrl::new(Cow::Borrowed(s), scheme.len(), authority.len(), sure);
     }
     absolute(scheme, authority, path_and_query)
 }
@@ -594,8 +609,12 @@ mod tests {
 
     /// Whether [`OriginalUrl::new`] would leave `text` unparsed.
     fn vouched_for(text: &str) -> bool {
-        split_absolute(text).is_some_and(|(scheme, authority, _)| {
-            matches!(scheme, "http" | "https") && surely_parses(authority)
+        split_absolute(text).is_some_and(|(scheme, authority, path)| {
+            let sure = check_parts(authority, path) == Some(true);
+            // The one pass of `check_parts` stands for both checks: what it vouches for is
+            // also a plain authority.
+            assert!(!sure || is_plain_authority(authority), "{text}");
+            matches!(scheme, "http" | "https") && sure
         })
     }
 
@@ -620,6 +639,11 @@ mod tests {
         ] {
             assert_eq!(vouched_for(text), vouched, "{text}");
         }
+        // A host as long as DNS allows, and one byte longer.
+        assert_eq!(check_parts(&"a".repeat(253), "/"), Some(true));
+        assert_eq!(check_parts(&"a".repeat(254), "/"), None);
+        assert_eq!(check_parts("[::1]:8080", "/"), Some(false));
+        assert_eq!(check_parts("app", "/\u{7f}"), None);
         // Random texts from an alphabet full of host-parser corner cases: whatever is vouched
         // for must parse, to a URL with a host.
         let pieces = [
