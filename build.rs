@@ -8,9 +8,11 @@
 //! mapped page counts in RSS. Code and behaviour are the same either way.
 //!
 //! Only where the linker is known to be lld: release builds for x86_64-unknown-linux-gnu with
-//! rustc ≥ 1.90 (rust-lld is that target's default linker since) and no linker chosen in the
+//! rustc ≥ 1.90 (rust-lld is that target's default linker since, in the Rust project's own
+//! builds), the toolchain's self-contained lld present, and no linker chosen in the
 //! configuration or in RUSTFLAGS. Anywhere else the binary links as it always did.
-//! `AK_OUTPOST_SYMBOL_ORDER=0` turns it off.
+//! `AK_OUTPOST_SYMBOL_ORDER=0` turns it off (a toolchain built to link with another linker
+//! despite all that would fail on the unknown option).
 
 use std::env;
 use std::path::PathBuf;
@@ -54,16 +56,35 @@ fn linker_is_rust_lld() -> bool {
     {
         return false;
     }
-    rustc_minor().is_some_and(|minor| minor >= 90)
+    rustc_minor().is_some_and(|minor| minor >= 90) && has_self_contained_lld()
+}
+
+/// What `$RUSTC <args>` prints, if it runs.
+fn rustc(args: &[&str]) -> Option<String> {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let out = Command::new(rustc).args(args).output().ok()?;
+    out.status.success().then_some(())?;
+    String::from_utf8(out.stdout).ok()
 }
 
 /// The minor version of the compiler building this crate (`1.N.p`).
 fn rustc_minor() -> Option<u32> {
-    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let out = Command::new(rustc).arg("-vV").output().ok()?;
-    let text = String::from_utf8(out.stdout).ok()?;
+    let text = rustc(&["-vV"])?;
     let release = text.lines().find_map(|l| l.strip_prefix("release: "))?;
     let mut parts = release.split('.');
     (parts.next()? == "1").then_some(())?;
     parts.next()?.parse().ok()
+}
+
+/// Whether the toolchain ships the lld it links with by default (rustup's toolchains do;
+/// a distribution's rustc built to use the system linker may not).
+fn has_self_contained_lld() -> bool {
+    let (Some(sysroot), Ok(host)) = (rustc(&["--print", "sysroot"]), env::var("HOST")) else {
+        return false;
+    };
+    PathBuf::from(sysroot.trim())
+        .join("lib/rustlib")
+        .join(host)
+        .join("bin/gcc-ld/ld.lld")
+        .is_file()
 }
