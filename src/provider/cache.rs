@@ -21,12 +21,11 @@
 //!   sign-out) is returned to its askers but not stored.
 
 use std::collections::HashMap;
-
-use foldhash::fast::RandomState;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use foldhash::fast::RandomState;
 use tokio::sync::watch;
 
 /// A token's cache key (`core::token::token_key`).

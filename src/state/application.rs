@@ -5,10 +5,10 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-
-use foldhash::fast::RandomState;
 use std::ops::Deref;
 use std::sync::Arc;
+
+use foldhash::fast::RandomState;
 
 use crate::core::app::{Mode, Site, strip_port};
 use crate::provider::OidcClient;
