@@ -57,12 +57,25 @@ build_binaries() {
   for b in "$OUTPOST_BIN" "$FLOOR_BIN" "$TOOL"; do [[ -x "$b" ]] || die "$b is missing"; done
 }
 
-# start_idp <config json> [taskset cpu]: the reference IdP (tests/idp/server.js) in the
-# background; sets ISSUER.
+# start_idp <access token TTL, s> <taskset cpu or ""> <external URL>...: the reference IdP
+# (tests/idp/server.js) in the background with the bench's client (CLIENT_ID / CLIENT_SECRET,
+# a callback on each external URL) and user alice; sets ISSUER.
 start_idp() {
-  local pin=()
-  [[ -n "${2:-}" ]] && pin=(taskset -c "$2")
-  "${pin[@]}" node "$ROOT/tests/idp/server.js" "$1" >"$WORK/idp.out" 2>"$WORK/idp.err" &
+  local ttl="$1" cpu="$2" uris="" u pin=()
+  shift 2
+  for u in "$@"; do
+    uris+="${uris:+, }\"$u/outpost.goauthentik.io/callback?X-authentik-auth-callback=true\""
+  done
+  cat >"$WORK/idp.json" <<JSON
+{"port": 0, "access_token_ttl": $ttl,
+ "clients": [{"client_id": "$CLIENT_ID", "client_secret": "$CLIENT_SECRET",
+   "redirect_uris": [$uris],
+   "id_token_signed_response_alg": "RS256", "token_endpoint_auth_method": "client_secret_post"}],
+ "users": [{"username": "alice", "password": "alice-password", "email": "alice@example.test",
+   "name": "Alice Liddell", "groups": ["admins", "users"]}]}
+JSON
+  [[ -n "$cpu" ]] && pin=(taskset -c "$cpu")
+  "${pin[@]}" node "$ROOT/tests/idp/server.js" "$WORK/idp.json" >"$WORK/idp.out" 2>"$WORK/idp.err" &
   PIDS+=($!)
   for _ in $(seq 200); do grep -q '^IDP_READY ' "$WORK/idp.out" 2>/dev/null && break; sleep 0.1; done
   ISSUER="$(sed -n 's/^IDP_READY //p' "$WORK/idp.out")"

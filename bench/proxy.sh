@@ -71,16 +71,7 @@ P3_PORT="$(free_port)"
 BACKEND_PORT="$(free_port)"
 PROXY_EXTERNAL="http://$PROXY_HOST:$OUTPOST_PORT"
 FWD_EXTERNAL="http://$FWD_HOST:$P3_PORT"
-cat >"$WORK/idp.json" <<EOF
-{"port": 0, "access_token_ttl": 3600,
- "clients": [{"client_id": "$CLIENT_ID", "client_secret": "$CLIENT_SECRET",
-   "redirect_uris": ["$PROXY_EXTERNAL/outpost.goauthentik.io/callback?X-authentik-auth-callback=true",
-                     "$FWD_EXTERNAL/outpost.goauthentik.io/callback?X-authentik-auth-callback=true"],
-   "id_token_signed_response_alg": "RS256", "token_endpoint_auth_method": "client_secret_post"}],
- "users": [{"username": "alice", "password": "alice-password", "email": "alice@example.test",
-   "name": "Alice Liddell", "groups": ["admins", "users"]}]}
-EOF
-start_idp "$WORK/idp.json" "$WRK_CPU"
+start_idp 3600 "$WRK_CPU" "$PROXY_EXTERNAL" "$FWD_EXTERNAL"
 
 FLOOR_BODY_BYTES="$BODY_BYTES" taskset -c "$SERVER_CPU" "$FLOOR_BIN" "127.0.0.1:$BACKEND_PORT" >/dev/null 2>&1 &
 BACKEND_PID=$!; PIDS+=($!)

@@ -129,16 +129,8 @@ fi
 # --- 4. the reference IdP, the floor and the app --------------------------------------------
 NGINX_PORT="$(free_port)"
 EXTERNAL="http://$APP_HOST:$NGINX_PORT"
-cat >"$WORK/idp.json" <<EOF
-{"port": 0, "access_token_ttl": 3600,
- "clients": [{"client_id": "$CLIENT_ID", "client_secret": "$CLIENT_SECRET",
-   "redirect_uris": ["$EXTERNAL/outpost.goauthentik.io/callback?X-authentik-auth-callback=true"],
-   "id_token_signed_response_alg": "RS256", "token_endpoint_auth_method": "client_secret_post"}],
- "users": [{"username": "alice", "password": "alice-password", "email": "alice@example.test",
-   "name": "Alice Liddell", "groups": ["admins", "users"]}]}
-EOF
 # The IdP shares core 0 with wrk: core 1 stays for the server under test.
-start_idp "$WORK/idp.json" "$WRK_CPU"
+start_idp 3600 "$WRK_CPU" "$EXTERNAL"
 log "IdP at $ISSUER"
 
 start_floor() { # port -> pid

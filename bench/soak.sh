@@ -54,15 +54,7 @@ build_binaries
 # --- the IdP and the outpost ------------------------------------------------------------------
 OUTPOST_PORT="$(free_port)"
 EXTERNAL="http://$APP_HOST"
-cat >"$WORK/idp.json" <<JSON
-{"port": 0, "access_token_ttl": 7200,
- "clients": [{"client_id": "$CLIENT_ID", "client_secret": "$CLIENT_SECRET",
-   "redirect_uris": ["$EXTERNAL/outpost.goauthentik.io/callback?X-authentik-auth-callback=true"],
-   "id_token_signed_response_alg": "RS256", "token_endpoint_auth_method": "client_secret_post"}],
- "users": [{"username": "alice", "password": "alice-password", "email": "alice@example.test",
-   "name": "Alice Liddell", "groups": ["admins", "users"]}]}
-JSON
-start_idp "$WORK/idp.json" "$LOAD_CPU"
+start_idp 7200 "$LOAD_CPU" "$EXTERNAL"
 
 {
   outpost_yaml_head "127.0.0.1:$OUTPOST_PORT" "" "$CACHE_TTL" warn

@@ -55,16 +55,7 @@ done
 build_binaries
 
 # --- the IdP, a backend, the outpost under callgrind ------------------------------------------
-cat >"$WORK/idp.json" <<JSON
-{"port": 0, "access_token_ttl": 3600,
- "clients": [{"client_id": "$CLIENT_ID", "client_secret": "$CLIENT_SECRET",
-   "redirect_uris": ["http://$APP_HOST/outpost.goauthentik.io/callback?X-authentik-auth-callback=true",
-                     "http://$PROXY_HOST/outpost.goauthentik.io/callback?X-authentik-auth-callback=true"],
-   "id_token_signed_response_alg": "RS256", "token_endpoint_auth_method": "client_secret_post"}],
- "users": [{"username": "alice", "password": "alice-password", "email": "alice@example.test",
-   "name": "Alice Liddell", "groups": ["admins", "users"]}]}
-JSON
-start_idp "$WORK/idp.json"
+start_idp 3600 "" "http://$APP_HOST" "http://$PROXY_HOST"
 BACKEND_PORT="$(free_port)"
 "$FLOOR_BIN" "127.0.0.1:$BACKEND_PORT" >/dev/null 2>&1 &
 PIDS+=($!)
