@@ -29,7 +29,7 @@ use ak_outpost::state::memo::SessionMemo;
 use ak_outpost::state::outpost::{Outpost, Runtime, Settings};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
-use http::header::{COOKIE, HOST, HeaderValue, USER_AGENT};
+use http::header::{COOKIE, HOST, HeaderMap, HeaderValue, USER_AGENT};
 use http::{Request, StatusCode};
 
 const SECRET: &[u8] = b"bench-sealing-secret-0123456789abcdef-0123456789";
@@ -202,6 +202,25 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             let cookies = read_session_cookies(black_box(&parts.headers), &app.cookie_name);
             open_session(&app, &cookies, now)
+        })
+    });
+
+    // ... and finding the session among other applications' cookies, as a browser sends
+    // them (the Cookie line of bench/browser.sh, 2.5 KB with this session).
+    let mut browser = HeaderMap::new();
+    let line = format!(
+        "_ga=GA1.1.1843572218.1733400000; _ga_5Q8L2H1XJ4=GS1.1.1733400000.3.1.1733401234.0.0.0; \
+         csrftoken=tH3kF8vQ2mZpL9xR4wN7yB1cD6eG0jA5; sessionid=k2v9x7q4m1p8s3t6w0z5y2b7n4c1f8h3; \
+         {}={sealed_value}; grafana_session=9f3c2a7e4b1d8f6a0c5e3b9d7f2a4c6e; \
+         grafana_session_expiry=1733404834; theme=dark",
+        app.cookie_name
+    );
+    browser.insert(COOKIE, HeaderValue::from_str(&line).expect("a cookie line"));
+    g.bench_function("cookies/read_session_cookies_browser", |b| {
+        b.iter(|| {
+            read_session_cookies(black_box(&browser), &app.cookie_name)
+                .value
+                .map(|v| v.len())
         })
     });
 

@@ -140,11 +140,16 @@ pub struct SessionCookies<'a> {
     pub chunks_sent: usize,
 }
 
-/// The `name=value` pairs of every `Cookie` header, as bytes (spaces around a pair and
-/// quotes around a value removed). Bytes, not text: the lines can be long (a session cookie
-/// is 1–4 KB) and are read on every check, and a value is only ever compared or unsealed.
-fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
-    headers.get_all(COOKIE).into_iter().flat_map(|h| {
+/// The `name=value` pairs of every `Cookie` header whose name starts with `prefix`, as bytes
+/// (spaces around a pair and quotes around a value removed). Bytes, not text: the lines can
+/// be long (a session cookie is 1–4 KB, a browser sends every app's cookies for the host)
+/// and are read on every check, and a value is only ever compared or unsealed. The other
+/// pairs are passed over without looking for their `=`.
+fn cookie_pairs<'h>(
+    headers: &'h HeaderMap,
+    prefix: &[u8],
+) -> impl Iterator<Item = (&'h [u8], &'h [u8])> {
+    headers.get_all(COOKIE).into_iter().flat_map(move |h| {
         let line = h.as_bytes();
         let mut start = 0;
         std::iter::from_fn(move || {
@@ -152,6 +157,9 @@ fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
                 let end = memchr::memchr(b';', &line[start..]).map_or(line.len(), |i| start + i);
                 let pair = line[start..end].trim_ascii();
                 start = end + 1;
+                if !pair.starts_with(prefix) {
+                    continue;
+                }
                 if let Some(eq) = memchr::memchr(b'=', pair) {
                     let value = pair[eq + 1..]
                         .strip_prefix(b"\"")
@@ -182,7 +190,8 @@ fn chunk_index(cookie: &[u8], name: &str) -> Option<usize> {
 pub fn read_session_cookies<'a>(headers: &'a HeaderMap, name: &str) -> SessionCookies<'a> {
     let mut parts: [Option<&[u8]>; MAX_CHUNKS] = [None; MAX_CHUNKS];
     let mut sent = 0;
-    for (k, v) in cookie_pairs(headers) {
+    // Every cookie of ours is named `name` or `name_{i}`.
+    for (k, v) in cookie_pairs(headers, name.as_bytes()) {
         let idx = if k == name.as_bytes() {
             0
         } else if let Some(i) = chunk_index(k, name) {
@@ -216,7 +225,7 @@ pub fn read_session_cookies<'a>(headers: &'a HeaderMap, name: &str) -> SessionCo
 
 /// Reads a single named cookie (`None` unless its value is text).
 pub fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    cookie_pairs(headers)
+    cookie_pairs(headers, name.as_bytes())
         .find(|(k, _)| *k == name.as_bytes())
         .and_then(|(_, v)| std::str::from_utf8(v).ok())
 }
@@ -346,7 +355,7 @@ mod tests {
     fn cookie_lines_are_split_like_browsers_send_them() {
         let mut h = headers(&[" a=1 ;b=\"2\";;  c = ; noequals; d=x=y;", "e=\"half"]);
         h.append(COOKIE, HeaderValue::from_bytes(b"f=\xff; g=ok").unwrap());
-        let pairs: Vec<(&[u8], &[u8])> = cookie_pairs(&h).collect();
+        let pairs: Vec<(&[u8], &[u8])> = cookie_pairs(&h, b"").collect();
         let want: Vec<(&[u8], &[u8])> = vec![
             (b"a", b"1"),
             (b"b", b"2"),
@@ -604,6 +613,39 @@ mod tests {
                     open_session(&site, &cookies, s.expires_at),
                     CookieState::Invalid
                 ), "expired sessions do not open");
+            }
+
+            /// Reading our cookies only among the pairs that start with the name finds what
+            /// reading every pair finds: the same chunks, first of each name winning.
+            #[test]
+            fn session_cookies_are_found_among_any_pairs(
+                lines in proptest::collection::vec("[n_0-9x=; \t\"]{0,40}", 1..4),
+            ) {
+                let mut h = HeaderMap::new();
+                for l in &lines {
+                    h.append(COOKIE, HeaderValue::from_str(l).unwrap());
+                }
+                let mut want: [Option<&[u8]>; MAX_CHUNKS] = [None; MAX_CHUNKS];
+                for (k, v) in cookie_pairs(&h, b"") {
+                    let idx = if k == b"n" { Some(0) } else { chunk_index(k, "n") };
+                    if let Some(i) = idx {
+                        want[i].get_or_insert(v);
+                    }
+                }
+                let got = read_session_cookies(&h, "n");
+                let sent = want.iter().rposition(Option::is_some).map_or(0, |i| i + 1);
+                prop_assert_eq!(got.chunks_sent, sent);
+                let joined = want[0].map(|first| {
+                    let mut v = first.to_vec();
+                    want[1..].iter().map_while(|p| *p).for_each(|p| v.extend_from_slice(p));
+                    v
+                });
+                prop_assert_eq!(got.value.as_deref(), joined.as_deref());
+                let first = cookie_pairs(&h, b"").find(|(k, _)| *k == b"n").map(|(_, v)| v);
+                prop_assert_eq!(
+                    read_cookie(&h, "n"),
+                    first.and_then(|v| std::str::from_utf8(v).ok())
+                );
             }
 
             /// Any change of one byte of the sealed value, in any chunk, makes it Invalid.
