@@ -76,8 +76,11 @@ DASHED = {"a_floor", "a2_floor_same_response", "f_nginx_keepalive_floor", "f_ngi
 
 
 def cmd_row(path, target, setup, conc, duration, line, ticks="0", hz="100"):
+    """`ticks`: CPU clock ticks of each server process during the run, space-separated (for
+    (f): nginx, the auth server, the app)."""
     r = json.loads(line)
-    cpu_us = int(ticks) / int(hz) * 1e6 / r["requests"] if r["requests"] else 0
+    parts = [int(t) / int(hz) * 1e6 / r["requests"] if r["requests"] else 0 for t in ticks.split()]
+    cpu_us = sum(parts)
     expect_401 = target == "c_no_cookie"
     non2xx = r["err_status"]
     socket = r["err_connect"] + r["err_read"] + r["err_write"] + r["err_timeout"]
@@ -88,7 +91,8 @@ def cmd_row(path, target, setup, conc, duration, line, ticks="0", hz="100"):
     with open(path, "a", newline="") as f:
         csv.writer(f).writerow([target, setup, conc, f"{r['rps']:.1f}", r["p50_us"], r["p90_us"],
                                 r["p99_us"], r["max_us"], r["requests"], non2xx, socket,
-                                r["token_wraps"], duration, f"{cpu_us:.2f}"])
+                                r["token_wraps"], duration, f"{cpu_us:.2f}",
+                                " ".join(f"{x:.2f}" for x in parts)])
     print(f"[bench]   {r['rps']:>10.0f} req/s  p50 {r['p50_us'] / 1000:.3f} ms  "
           f"p99 {r['p99_us'] / 1000:.3f} ms  server CPU {cpu_us:.1f} µs/req", file=sys.stderr)
 
@@ -248,7 +252,7 @@ def verdicts(runs, mem):
     for k in ["outpost_hwm_valid_load"]:
         if k in m:
             v = int(m[k]["value"]) / 1024
-            out.append(("RSS under valid-session load ≤ 8 MiB (VmHWM after (b))", f"{v:.1f} MiB", v <= 8))
+            out.append(("RSS under valid-session load ≤ 8 MiB (VmHWM after (b)–(d))", f"{v:.1f} MiB", v <= 8))
             break
     if "outpost_rss_sessions" in m:
         v = int(m["outpost_rss_sessions"]["value"]) / 1024
@@ -261,6 +265,34 @@ def verdicts(runs, mem):
         v = float(m["startup_median"]["value"])
         out.append(("ready (first 204 on /ping) ≤ 50 ms", f"{v:.1f} ms (median)", v <= 50))
     return out
+
+
+def cpu_split(runs, t, c):
+    """[nginx, auth server, app] µs per request of a (f) run, or None."""
+    r = runs.get((t, c))
+    parts = (r or {}).get("server_cpu_split_us") or ""
+    xs = [float(x) for x in parts.split()]
+    return xs if len(xs) == 3 else None
+
+
+def nginx_split_rows(runs, targets):
+    rows = []
+    for t in targets:
+        if not t.startswith("f_"):
+            continue
+        splits = {c: cpu_split(runs, t, c) for c in (16, 64)}
+        if not all(splits.values()):
+            continue
+        cells = [" / ".join(f"{splits[c][i]:.1f}" for c in (16, 64)) for i in range(3)]
+        cells.append(" / ".join(f"{sum(splits[c]):.1f}" for c in (16, 64)))
+        base = BASELINE.get(t)
+        bs = {c: cpu_split(runs, base, c) for c in (16, 64)} if base else {}
+        if base and all(bs.values()):
+            cells.append(" / ".join(f"{sum(bs[c]) / sum(splits[c]):.2f}" for c in (16, 64)))
+        else:
+            cells.append("baseline")
+        rows.append([LABELS[t]] + cells)
+    return rows
 
 
 def md_table(md, head, align, rows):
@@ -316,8 +348,17 @@ def cmd_report(out, quick, duration):
     md.append("")
     md.append("Ratios: (b)–(e) against (a) the floor; (f) and (f′) against the floor behind the same nginx config, "
               "all of them sent a browser's page request (`bench/browser.sh`). "
-              "Server CPU: user + system time of the server processes during the run (for (f): nginx, the outpost or floor, "
+              "Server CPU: time on the CPU of the server processes during the run (the scheduler's count; for (f): nginx, the outpost or floor, "
               "and the app) divided by the requests wrk completed; it does not depend on whether wrk or the server was the bottleneck.")
+    split = nginx_split_rows(runs, targets)
+    if split:
+        md.append("")
+        md.append("Where the CPU of a request behind nginx goes (µs per request, c=16 / c=64, the same runs "
+                  "as above): nginx (the auth sub-request, then the request to the app), the auth server "
+                  "(the outpost or the floor), the app (a floor that receives the identity headers nginx "
+                  "copies from the answer); × baseline compares the totals.\n")
+        md_table(md, ["target", "nginx", "auth server", "app", "total", "× baseline by CPU"],
+                 ["---", "---:", "---:", "---:", "---:", "---:"], split)
     warn = [(t, c, r) for (t, c), r in runs.items()
             if int(r["socket_errors"]) or (int(r["non_2xx"]) and t != "c_no_cookie") or int(r["token_wraps"])]
     for t, c, r in sorted(warn):

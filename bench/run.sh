@@ -104,7 +104,7 @@ TOOL="$PKG_DIR/$TRIPLE/release/bench-tool"
 mkdir -p "$OUT"
 RUNS_CSV="$OUT/runs.csv"
 MEM_CSV="$OUT/memory.csv"
-echo "target,setup,concurrency,rps,p50_us,p90_us,p99_us,max_us,requests,non_2xx,socket_errors,token_wraps,duration,server_cpu_us_per_req" >"$RUNS_CSV"
+echo "target,setup,concurrency,rps,p50_us,p90_us,p99_us,max_us,requests,non_2xx,socket_errors,token_wraps,duration,server_cpu_us_per_req,server_cpu_split_us" >"$RUNS_CSV"
 echo "what,value,unit,note" >"$MEM_CSV"
 # The code layout (build.rs, bench/symbol-order.sh): how many of the functions the order file
 # names the binary has. Fewer means the file is stale: regenerate it.
@@ -196,19 +196,27 @@ AUTH_PATH=/outpost.goauthentik.io/auth/nginx
 ORIGINAL="$EXTERNAL/dashboard/?tab=1"
 
 # run_wrk target setup concurrency duration url [wrk -H args...]; appends to runs.csv
-# CPU_PIDS: the server processes whose CPU time (user + system, all threads) is charged to the
+# CPU_PIDS: the server processes whose CPU time (all threads) is charged to the
 # run, to report server CPU per request next to throughput.
+# For (f) the split is reported too: nginx, the auth server (outpost or floor), the app.
 CPU_PIDS=()
-cpu_ticks() { # sum of utime+stime (clock ticks) over CPU_PIDS and their child processes
-  local p t=0 kids
+# Time on the CPU in nanoseconds (the scheduler's count, /proc/<pid>/task/<tid>/schedstat,
+# summed over the threads), not the 10 ms ticks of /proc/<pid>/stat: a 5 s run of a process
+# that shares its core has only a few dozen of those.
+cpu_ticks() { # CPU time (ns) of each of CPU_PIDS with its child processes, space-separated
+  local p q t kids out=()
   for p in "${CPU_PIDS[@]}"; do
+    t=0
     kids="$(pgrep -P "$p" 2>/dev/null || true)"
     for q in $p $kids; do
-      [[ -r "/proc/$q/stat" ]] || continue
-      t=$((t + $(sed 's/.*) //' "/proc/$q/stat" | awk '{print $12 + $13}')))
+      t=$((t + $(cat /proc/"$q"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f", s}')))
     done
+    out+=("$t")
   done
-  echo "$t"
+  echo "${out[*]}"
+}
+ticks_between() { # "a b c" "a' b' c'" -> "a'-a b'-b c'-c"
+  python3 -c 'import sys; print(" ".join(str(int(y) - int(x)) for x, y in zip(sys.argv[1].split(), sys.argv[2].split())))' "$1" "$2"
 }
 # The machine may be shared: other work only ever slows a run down, so each point is the
 # faster of REPEATS runs of duration/REPEATS (default 2; e runs once: its tokens are cold once).
@@ -223,10 +231,20 @@ run_wrk() {
     t1="$(cpu_ticks)"
     [[ -n "$line" ]] || die "wrk produced no result for $target c=$conc"
     rps="$(python3 -c 'import json,sys; print(int(float(json.loads(sys.argv[1])["rps"])))' "$line")"
-    if ((rps > best_rps)); then best="$line"; best_rps="$rps"; best_ticks=$((t1 - t0)); fi
+    if ((rps > best_rps)); then best="$line"; best_rps="$rps"; best_ticks="$(ticks_between "$t0" "$t1")"; fi
   done
   python3 "$BENCH/report.py" row "$RUNS_CSV" "$target" "$setup" "$conc" "${part}s" "$best" \
-    "$best_ticks" "$(getconf CLK_TCK)"
+    "$best_ticks" 1000000000
+}
+
+# in_two_rounds <function> <item>...: `function <round> <item>` for every item, then again in
+# reverse order, so that no item gains from its place in the sequence (with REPEATS=1 and
+# half the duration per call, report.py keeps the faster of the two runs of a point).
+in_two_rounds() {
+  local fn="$1" k n; shift
+  n=$#
+  for ((k = 1; k <= n; k++)); do "$fn" 1 "${!k}"; done
+  for ((k = n; k >= 1; k--)); do "$fn" 2 "${!k}"; done
 }
 
 # warm target url expect-status [wrk -H args...]: a curl check, then a short wrk warm-up whose
@@ -246,17 +264,6 @@ OP="http://127.0.0.1:$OUTPOST_PORT$AUTH_PATH"
 FL="http://127.0.0.1:$FLOOR_PORT$AUTH_PATH"
 H_COMMON=(-H "Host: $APP_HOST" -H "X-Original-URL: $ORIGINAL" -H "User-Agent: wrk" -H "Accept: text/html")
 
-direct() { # target url status [headers]
-  local target="$1" url="$2" want="$3"; shift 3
-  if [[ "$url" == "$FL" ]]; then CPU_PIDS=("$FLOOR_PID"); else CPU_PIDS=("$OUTPOST_PID"); fi
-  check_and_warm "$target" "$url" "$want" "$@"
-  for c in "${CONCURRENCY[@]}"; do
-    log "$target c=$c"
-    run_wrk "$target" direct "$c" "$DURATION" "$url" "$@"
-  done
-}
-
-direct a_floor "$FL" 200 "${H_COMMON[@]}" -H "Cookie: $COOKIE"
 # (a'): a second floor that answers with the outpost's exact (b) response headers, to tell the
 # cost of the response's size (13 headers, the JWT) from the cost of the outpost's logic.
 curl -s -o /dev/null -D "$WORK/b-response.txt" -H "Host: $APP_HOST" -H "X-Original-URL: $ORIGINAL" \
@@ -266,18 +273,40 @@ FLOOR2_PORT="$(free_port)"
 taskset -c "$SERVER_CPU" "$FLOOR_BIN" "127.0.0.1:$FLOOR2_PORT" "$WORK/b-response.txt" >/dev/null 2>&1 &
 PIDS+=($!); FLOOR2_PID=$!
 wait_http "http://127.0.0.1:$FLOOR2_PORT/" 200
-CPU_PIDS=("$FLOOR2_PID")
-check_and_warm a2_floor_same_response "http://127.0.0.1:$FLOOR2_PORT$AUTH_PATH" 200 "${H_COMMON[@]}" -H "Cookie: $COOKIE"
-for c in "${CONCURRENCY[@]}"; do
-  log "a2_floor_same_response c=$c"
-  run_wrk a2_floor_same_response direct "$c" "$DURATION" "http://127.0.0.1:$FLOOR2_PORT$AUTH_PATH" "${H_COMMON[@]}" -H "Cookie: $COOKIE"
-done
+FL2="http://127.0.0.1:$FLOOR2_PORT$AUTH_PATH"
+
+# direct_point target concurrency duration [check]: one run of a direct target (with check:
+# the curl check and warm-up instead). The server, URL, expected status and headers by target.
+direct_point() {
+  local target="$1" c="$2" dur="$3" url want=200 h=("${H_COMMON[@]}")
+  case "$target" in
+    a_floor) url="$FL"; CPU_PIDS=("$FLOOR_PID"); h+=(-H "Cookie: $COOKIE") ;;
+    a2_floor_same_response) url="$FL2"; CPU_PIDS=("$FLOOR2_PID"); h+=(-H "Cookie: $COOKIE") ;;
+    b_cookie_cached) url="$OP"; CPU_PIDS=("$OUTPOST_PID"); h+=(-H "Cookie: $COOKIE") ;;
+    c_no_cookie) url="$OP"; CPU_PIDS=("$OUTPOST_PID"); want=401 ;;
+    d_bearer_hit) url="$OP"; CPU_PIDS=("$OUTPOST_PID"); h+=(-H "Authorization: Bearer $ACCESS") ;;
+    *) die "unknown direct target $target" ;;
+  esac
+  if [[ "${4:-}" == check ]]; then
+    check_and_warm "$target" "$url" "$want" "${h[@]}"
+  else
+    log "$target c=$c"
+    REPEATS=1 run_wrk "$target" direct "$c" "$dur" "$url" "${h[@]}"
+  fi
+}
+# As the nginx rows below: two rounds, the second in reverse order, one run of half the time
+# per point in each, the faster kept; so the floor and the outpost share the machine's moods.
+DIRECT_TARGETS=(a_floor a2_floor_same_response b_cookie_cached c_no_cookie d_bearer_hit)
+for t in "${DIRECT_TARGETS[@]}"; do direct_point "$t" 0 0 check; done
+HALF="$(( ${DURATION%s} / 2 ))s"; [[ "$HALF" != 0s ]] || HALF=1s
+direct_all_c() { # round target
+  local c
+  for c in "${CONCURRENCY[@]}"; do direct_point "$2" "$c" "$HALF"; done
+}
+in_two_rounds direct_all_c "${DIRECT_TARGETS[@]}"
 stop_pid "$FLOOR2_PID"
-direct b_cookie_cached "$OP" 200 "${H_COMMON[@]}" -H "Cookie: $COOKIE"
 read -r rss hwm < <(mem_of "$OUTPOST_PID")
-echo "outpost_hwm_valid_load,$hwm,KiB,VmHWM after (b): valid-session checks at c up to 64" >>"$MEM_CSV"
-direct c_no_cookie "$OP" 401 "${H_COMMON[@]}"
-direct d_bearer_hit "$OP" 200 "${H_COMMON[@]}" -H "Authorization: Bearer $ACCESS"
+echo "outpost_hwm_valid_load,$hwm,KiB,VmHWM after (b)–(d): valid-session and Bearer checks at c up to 64" >>"$MEM_CSV"
 
 # (e): every request a token the outpost has never seen. Disjoint slices per point; the
 # Set-Cookie the outpost answers with is not sent back (wrk keeps no cookies).
@@ -391,18 +420,13 @@ if [[ "${SKIP_NGINX:-0}" != 1 ]]; then
     "swag $OUTPOST_PID $OUTPOST_PORT f_nginx_nokeepalive_outpost"
     "swag $NOJWT_PID $NOJWT_PORT f_nginx_nokeepalive_outpost_nojwt"
   )
-  half="$(( ${DURATION%s} / 2 ))s"; [[ "$half" != 0s ]] || half=1s
-  for round in 1 2; do
-    order=("${NGINX_TARGETS[@]}")
-    if [[ "$round" == 2 ]]; then
-      order=(); for ((k = ${#NGINX_TARGETS[@]} - 1; k >= 0; k--)); do order+=("${NGINX_TARGETS[k]}"); done
-    fi
-    for spec in "${order[@]}"; do
-      read -r -a args <<<"$spec"
-      log "nginx round $round: ${args[3]}"
-      REPEATS=1 NGINX_DURATION="$half" nginx_run "${args[@]}"
-    done
-  done
+  nginx_point() { # round spec
+    local args
+    read -r -a args <<<"$2"
+    log "nginx round $1: ${args[3]}"
+    REPEATS=1 NGINX_DURATION="$HALF" nginx_run "${args[@]}"
+  }
+  in_two_rounds nginx_point "${NGINX_TARGETS[@]}"
   read -r rss hwm < <(mem_of "$OUTPOST_PID")
   echo "outpost_hwm_all_load,$hwm,KiB,VmHWM after all runs incl. nginx without keepalive" >>"$MEM_CSV"
   echo "outpost_rss_all_load,$rss,KiB,VmRSS after all runs incl. nginx without keepalive" >>"$MEM_CSV"
