@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::http::handlers::{self, Conn, LogInfo};
+use crate::http::handlers::{self, Conn, Handled, LogInfo};
 use crate::http::limits::{Limits, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_PEER};
 use crate::http::respond::Body;
 use crate::state::metrics::HostMetrics;
@@ -240,9 +240,10 @@ where
     conn.await
 }
 
-/// One request: its endpoint's answer, then the metrics and the log line. The future hyper
-/// stores per request is the handler's plus what the last step needs (not an `async fn`,
-/// which would also hold the request it was given).
+/// One request: its endpoint's answer, then the metrics and the log line. What the handler
+/// answers at once (a repeated check, ping) is a ready future; otherwise the handler's
+/// (boxed) future and what the last step needs. Either way hyper stores and moves a small
+/// one (not an `async fn`, which would also hold the request it was given).
 fn answer(
     outpost: Arc<Outpost>,
     kind: Listener,
@@ -274,12 +275,15 @@ fn answer(
     // answering carry them. Debug level: at the default level it is never created and costs a
     // level check.
     let span = tracing::debug_span!("request", method = %done.method, path = done.uri.path(), peer = %done.peer.ip());
-    let handled = handlers::handle(Arc::clone(&outpost), parts, Body::Stream(body), conn);
-    Either::Right(
-        handled
-            .instrument(span)
-            .map(move |(resp, by)| Ok(done.finish(&outpost, kind, by, resp))),
-    )
+    let handled =
+        span.in_scope(|| handlers::handle(Arc::clone(&outpost), parts, Body::Stream(body), conn));
+    match handled {
+        Handled::Now(resp, by) => Either::Left(ready(Ok(done.finish(&outpost, kind, by, resp)))),
+        Handled::Later(rest) => Either::Right(
+            rest.instrument(span)
+                .map(move |(resp, by)| Ok(done.finish(&outpost, kind, by, resp))),
+        ),
+    }
 }
 
 /// A request's answer as hyper takes it.

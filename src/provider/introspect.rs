@@ -91,6 +91,13 @@ pub(super) struct CachedHeader {
     ttl: Duration,
 }
 
+impl CachedHeader {
+    /// The identity while its token lives.
+    fn live(self) -> Option<Arc<HeaderIdentity>> {
+        self.found.filter(|h| h.expires_at > unix_now())
+    }
+}
+
 impl Expiring for CachedHeader {
     fn ttl(&self) -> Duration {
         self.ttl
@@ -130,10 +137,19 @@ impl OidcClient {
     ) -> Result<bool, Arc<OidcError>> {
         // The other path (an HTTP call) lives in its own allocation, so the future of every
         // check, which hyper keeps per connection, stays small.
-        match self.checks.get(&key) {
-            Some(s) if s.is_current(now) => Ok(s.active),
-            _ => Box::pin(self.recheck_token(key, access_token, expires_at, now)).await,
+        match self.cached_token_answer(key, now) {
+            Some(active) => Ok(active),
+            None => Box::pin(self.recheck_token(key, access_token, expires_at, now)).await,
         }
+    }
+
+    /// The current cached answer for the token with cache key `key`, if there is one: what
+    /// [`check_token_keyed`](Self::check_token_keyed) answers without waiting.
+    pub fn cached_token_answer(&self, key: [u8; 32], now: i64) -> Option<bool> {
+        self.checks
+            .get(&key)
+            .filter(|s| s.is_current(now))
+            .map(|s| s.active)
     }
 
     /// How long an answer for a token expiring at `expires_at` is current.
@@ -309,11 +325,17 @@ impl OidcClient {
         header: &str,
         allow_basic: bool,
     ) -> Result<Option<Arc<HeaderIdentity>>, Arc<OidcError>> {
-        let entry = match self.header_cache.get(&key) {
-            Some(e) => e,
-            None => Box::pin(self.header_auth_miss(key, header, allow_basic)).await?,
-        };
-        Ok(entry.found.filter(|h| h.expires_at > unix_now()))
+        if let Some(found) = self.cached_header_auth(key) {
+            return Ok(found);
+        }
+        let entry = Box::pin(self.header_auth_miss(key, header, allow_basic)).await?;
+        Ok(entry.live())
+    }
+
+    /// The cached answer for the `Authorization` value with cache key `key`, if there is one:
+    /// what [`header_auth_keyed`](Self::header_auth_keyed) answers without waiting.
+    pub fn cached_header_auth(&self, key: [u8; 32]) -> Option<Option<Arc<HeaderIdentity>>> {
+        self.header_cache.get(&key).map(CachedHeader::live)
     }
 
     async fn header_auth_miss(

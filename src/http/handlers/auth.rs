@@ -48,11 +48,42 @@ pub(super) async fn auth(
     let cookies = read_session_cookies(&parts.headers, &app.cookie_name);
     let now = unix_now();
     let check = check_session(ctx, app, &parts.headers, &cookies, now).await;
+    verdict(ctx, app, parts, req, &cookies, check, now)
+}
+
+/// The forward-auth check when nothing needs waiting for, as it is for a session checked
+/// before: no callback or sign-out signature in the original URL, and the session memo and the
+/// provider's caches know all it needs ([`check_session_now`]). `None`: [`auth`] must run.
+pub(super) fn auth_now(
+    ctx: &Ctx<'_>,
+    app: &Arc<Application>,
+    parts: &Parts,
+    req: &AuthRequest<'_>,
+) -> Option<Response<Body>> {
+    if forwarded_signature(req).is_some() {
+        return None;
+    }
+    let cookies = read_session_cookies(&parts.headers, &app.cookie_name);
+    let now = unix_now();
+    let check = check_session_now(ctx, app, &parts.headers, &cookies, now)?;
+    Some(verdict(ctx, app, parts, req, &cookies, check, now))
+}
+
+/// The answer to a check once its session is known: `decide`, then its response.
+fn verdict(
+    ctx: &Ctx<'_>,
+    app: &Arc<Application>,
+    parts: &Parts,
+    req: &AuthRequest<'_>,
+    cookies: &SessionCookies<'_>,
+    check: SessionCheck,
+    now: i64,
+) -> Response<Body> {
     let decision = decide(req, &check, &app.spec, now);
     let name = app.spec.name.as_str();
     let mut resp = match (&decision, &check) {
         (Decision::Allow, SessionCheck::Valid { .. }) => {
-            return allow(ctx, app, parts, &cookies, &check, now);
+            return allow(ctx, app, parts, cookies, &check, now);
         }
         (Decision::Allow, _) => respond::unauthorized(),
         (Decision::Anonymous, _) => respond::empty(StatusCode::OK),
@@ -239,21 +270,41 @@ pub(super) async fn check_session(
     let Some(authz) = accepted_authorization(app, headers) else {
         return from_cookie;
     };
-    // A remembered header already knows its cache key: no hashing of the token per request.
-    let remembered = ctx.rt.header_memo.get(app, authz);
-    let key = remembered
-        .as_ref()
-        .map_or_else(|| token_key(authz), |hit| hit.token_key);
+    let header = HeaderAuth::new(ctx, app, authz);
     let found = app
         .oidc
-        .header_auth_keyed(key, authz, app.extras.basic_header)
+        .header_auth_keyed(header.key, authz, app.extras.basic_header)
         .await;
-    let header = HeaderAuth {
-        value: authz,
-        key,
-        remembered,
-    };
     header_session(ctx, app, header, found, from_cookie, now)
+}
+
+/// [`check_session`] without waiting: its verdict when the session memo and the provider's
+/// caches have all it needs, `None` when a provider call, a renewal or opening the cookie
+/// may be needed (then `check_session` runs in full).
+fn check_session_now(
+    ctx: &Ctx<'_>,
+    app: &Arc<Application>,
+    headers: &HeaderMap,
+    cookies: &SessionCookies<'_>,
+    now: i64,
+) -> Option<SessionCheck> {
+    let from_cookie = cookie_session_now(ctx, app, cookies, now)?;
+    if matches!(from_cookie, SessionCheck::Valid { .. }) {
+        return Some(from_cookie);
+    }
+    let Some(authz) = accepted_authorization(app, headers) else {
+        return Some(from_cookie);
+    };
+    let header = HeaderAuth::new(ctx, app, authz);
+    let found = app.oidc.cached_header_auth(header.key)?;
+    Some(header_session(
+        ctx,
+        app,
+        header,
+        Ok(found),
+        from_cookie,
+        now,
+    ))
 }
 
 /// The `Authorization` value, if it is of a kind the app accepts (Bearer, Basic) and no longer
@@ -270,6 +321,21 @@ struct HeaderAuth<'a> {
     value: &'a str,
     key: [u8; 32],
     remembered: Option<Arc<Opened>>,
+}
+
+impl<'a> HeaderAuth<'a> {
+    /// A remembered header already knows its cache key: no hashing of the token per request.
+    fn new(ctx: &Ctx<'_>, app: &Arc<Application>, value: &'a str) -> HeaderAuth<'a> {
+        let remembered = ctx.rt.header_memo.get(app, value);
+        let key = remembered
+            .as_ref()
+            .map_or_else(|| token_key(value), |hit| hit.token_key);
+        HeaderAuth {
+            value,
+            key,
+            remembered,
+        }
+    }
 }
 
 /// The session the provider's answer on an `Authorization` value makes: the remembered one
@@ -360,34 +426,48 @@ pub(super) fn prepare(
     )
 }
 
+/// The cookie's verdict without waiting: no cookie, or a cookie opened before (the memo skips
+/// the unsealing) whose session is neither expired, ended nor due for renewal and whose
+/// token has a current cached answer. `None`: [`cookie_session`] must open the cookie or ask
+/// the provider.
+fn cookie_session_now(
+    ctx: &Ctx<'_>,
+    app: &Arc<Application>,
+    cookies: &SessionCookies<'_>,
+    now: i64,
+) -> Option<SessionCheck> {
+    let Some(value) = cookies.value.as_deref() else {
+        return Some(SessionCheck::None);
+    };
+    let hit = ctx.rt.memo.get(app, value)?;
+    let s = &hit.session;
+    if s.expires_at <= now || s.needs_renewal(now) || is_ended(ctx, &s.identity) {
+        return None;
+    }
+    let live = app.oidc.cached_token_answer(hit.token_key, now)?;
+    Some(token_verdict(Ok(live), || SessionCheck::Valid {
+        session: Arc::clone(&hit.session),
+        renewed: false,
+        prepared: Some(Arc::clone(&hit.prepared)),
+    }))
+}
+
 /// Opens the session cookie and checks it upstream: renews tokens when they are about to
 /// expire, otherwise asks the (cached) introspection whether the access token is still live.
-/// A cookie opened before comes from the memo, which skips the unsealing; every other check
-/// still runs.
+/// What [`cookie_session_now`] can answer it answers; every other cookie is opened and
+/// checked in full.
 async fn cookie_session(
     ctx: &Ctx<'_>,
     app: &Arc<Application>,
     cookies: &SessionCookies<'_>,
     now: i64,
 ) -> SessionCheck {
+    if let Some(check) = cookie_session_now(ctx, app, cookies, now) {
+        return check;
+    }
     let Some(value) = cookies.value.as_deref() else {
         return SessionCheck::None;
     };
-    if let Some(hit) = ctx.rt.memo.get(app, value) {
-        let s = &hit.session;
-        // Expired, ended or due for renewal: the full path below handles it.
-        if s.expires_at > now && !s.needs_renewal(now) && !is_ended(ctx, &s.identity) {
-            let live = app
-                .oidc
-                .check_token_keyed(hit.token_key, &s.access_token, s.access_expires_at, now)
-                .await;
-            return token_verdict(live, || SessionCheck::Valid {
-                session: Arc::clone(&hit.session),
-                renewed: false,
-                prepared: Some(Arc::clone(&hit.prepared)),
-            });
-        }
-    }
     let mut session = match open_session(app, cookies, now) {
         CookieState::Absent => return SessionCheck::None,
         CookieState::Invalid => return SessionCheck::Invalid,

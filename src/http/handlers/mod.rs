@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use http::request::Parts;
@@ -24,7 +25,7 @@ mod login;
 mod proxy;
 mod sign_out;
 
-use auth::auth;
+use auth::{auth, auth_now};
 use login::{callback, start};
 use proxy::proxy;
 use sign_out::sign_out;
@@ -88,27 +89,54 @@ pub struct Conn {
     pub tls: bool,
 }
 
-/// Answers one request on the outpost listener (HTTP or HTTPS), with the histograms of the
-/// application it was for, once known. The body is used only in proxy mode (streamed to the
-/// upstream); every other endpoint drops it unread.
+/// How [`handle`] answers a request: at once (everything it needed was at hand: the
+/// endpoints without I/O, and a check whose session the memo and the provider's caches know),
+/// or with a future for the rest. Either way with the histograms of the application it was
+/// for, once known.
+pub enum Handled<F> {
+    Now(Response<Body>, Option<&'static HostMetrics>),
+    Later(F),
+}
+
+/// The part of a request [`handle`] could not answer at once.
+pub type Rest =
+    Pin<Box<dyn Future<Output = (Response<Body>, Option<&'static HostMetrics>)> + Send>>;
+
+impl<F> Handled<F>
+where
+    F: Future<Output = (Response<Body>, Option<&'static HostMetrics>)>,
+{
+    /// The answer, however it comes.
+    pub async fn answer(self) -> (Response<Body>, Option<&'static HostMetrics>) {
+        match self {
+            Handled::Now(resp, metrics) => (resp, metrics),
+            Handled::Later(rest) => rest.await,
+        }
+    }
+}
+
+/// Answers one request on the outpost listener (HTTP or HTTPS). The body is used only in
+/// proxy mode (streamed to the upstream); every other endpoint drops it unread.
 ///
-/// Not an `async fn`: hyper stores and moves this future once per request, and an `async fn`
-/// would hold its arguments twice (as given, and moved into its body); an `async move` block
-/// uses them in place.
-#[allow(clippy::manual_async_fn)]
-pub fn handle(
-    outpost: Arc<Outpost>,
-    parts: Parts,
-    body: Body,
-    conn: Conn,
-) -> impl Future<Output = (Response<Body>, Option<&'static HostMetrics>)> + Send {
-    async move {
-        let rt = outpost.runtime();
-        let route = Route::from_path(parts.uri.path());
-        let (app, trusted, req) = match admit(&outpost, &rt, route, &parts, conn.peer) {
-            Admission::Admitted(app, trusted, req) => (app, trusted, req),
-            Admission::Answered(resp, metrics) => return (resp, metrics),
-        };
+/// What needs no waiting is answered before any future is made. The rest is a boxed future:
+/// hyper moves the future of every request a few times, and a repeated check (the hot path)
+/// would otherwise pay for moving one of the size the other endpoints need (over 1 KB). The
+/// future is an `async move` block, not an `async fn`, which would hold its arguments twice
+/// (as given, and moved into its body).
+pub fn handle(outpost: Arc<Outpost>, parts: Parts, body: Body, conn: Conn) -> Handled<Rest> {
+    let rt = outpost.runtime();
+    let route = Route::from_path(parts.uri.path());
+    let (app, trusted) = match admit(&outpost, &rt, route, &parts, conn.peer) {
+        Admission::Admitted(app, trusted, req) => {
+            let ctx = Ctx::new(&outpost, &rt, conn, trusted);
+            if let Some(resp) = req.and_then(|req| check_now(&ctx, &app, route, &parts, &req)) {
+                return Handled::Now(resp, Some(app.metrics));
+            }
+            (app, trusted)
+        }
+        Admission::Answered(resp, metrics) => return Handled::Now(resp, metrics),
+    };
+    Handled::Later(Box::pin(async move {
         let answered_by = Some(app.metrics);
         let ctx = Ctx::new(&outpost, &rt, conn, trusted);
         let query = parts.uri.query().unwrap_or_default();
@@ -118,14 +146,7 @@ pub fn handle(
         } else {
             route
         };
-        // Like authentik, a callback or sign-out signature in the query wins over the path,
-        // except on the forward-auth checks, whose own query is not the user's.
-        let signed = proxied
-            || !matches!(
-                route,
-                Route::Auth(Flavour::Nginx | Flavour::Traefik | Flavour::Caddy)
-            );
-        let resp = match (signed.then(|| signature(query)).flatten(), route) {
+        let resp = match (signed(route, &app, query), route) {
             (Some(Signature::Callback), _) | (None, Route::Callback) => {
                 Box::pin(callback(&ctx, &app, &parts.headers, query)).await
             }
@@ -135,16 +156,47 @@ pub fn handle(
             (None, Route::Start) => start(&app, &parts.headers, query),
             // Proxy mode: everything else is the application's (forward-auth checks included).
             (None, _) if proxied => Box::pin(proxy(&ctx, &app, parts, body)).await,
-            // The login and logout futures (token calls) are boxed: the check's future, which
-            // hyper keeps per connection, stays small.
-            (None, Route::Auth(_)) => match &req {
-                Some(req) => auth(&ctx, &app, &parts, req).await,
-                None => respond::text(StatusCode::NOT_FOUND, "404 page not found"),
-            },
+            // The check is parsed again (`admit` parsed it for `check_now`, from `parts`,
+            // which this future now owns). The login and logout futures (token calls) are
+            // boxed: the allocation of a check that must wait stays small.
+            (None, Route::Auth(flavour)) => {
+                let req = AuthRequest::parse(flavour, &parts, trusted);
+                auth(&ctx, &app, &parts, &req).await
+            }
             (None, _) => respond::text(StatusCode::NOT_FOUND, "404 page not found"),
         };
         (resp, answered_by)
+    }))
+}
+
+/// The callback or sign-out signature in the request's query that decides the endpoint. Like
+/// authentik, a signature wins over the path, except on the forward-auth checks, whose own
+/// query is not the user's (in proxy mode every path is the user's).
+fn signed(route: Route, app: &Application, query: &str) -> Option<Signature> {
+    let own_query = app.spec.mode != Mode::Proxy
+        && matches!(
+            route,
+            Route::Auth(Flavour::Nginx | Flavour::Traefik | Flavour::Caddy)
+        );
+    if own_query { None } else { signature(query) }
+}
+
+/// A forward-auth check answered without waiting ([`auth::auth_now`]): not in proxy mode,
+/// no signature to follow, and the session known to the memo and the caches. `None`: the
+/// full path must run.
+fn check_now(
+    ctx: &Ctx<'_>,
+    app: &Arc<Application>,
+    route: Route,
+    parts: &Parts,
+    req: &AuthRequest<'_>,
+) -> Option<Response<Body>> {
+    if app.spec.mode == Mode::Proxy
+        || signed(route, app, parts.uri.query().unwrap_or_default()).is_some()
+    {
+        return None;
     }
+    auth_now(ctx, app, parts, req)
 }
 
 /// What every request of the outpost listener goes through before its endpoint: the
