@@ -426,44 +426,84 @@ pub(super) fn prepare(
     )
 }
 
-/// The cookie's verdict without waiting: no cookie, or a cookie opened before (the memo skips
-/// the unsealing) whose session is neither expired, ended nor due for renewal and whose
-/// token has a current cached answer. `None`: [`cookie_session`] must open the cookie or ask
-/// the provider.
+/// What the session memo knows of a request's cookie.
+enum Remembered {
+    /// The verdict, without waiting: no cookie, or a cookie opened before whose token has a
+    /// current cached answer.
+    Answer(SessionCheck),
+    /// A cookie opened before whose token's cached answer is due: the provider is asked (or
+    /// the outage grace applies) without opening the cookie again.
+    Recheck(Arc<Opened>),
+    /// Not remembered, or expired, ended or due for renewal: the cookie must be opened.
+    Open,
+}
+
+fn remembered_cookie(
+    ctx: &Ctx<'_>,
+    app: &Arc<Application>,
+    cookies: &SessionCookies<'_>,
+    now: i64,
+) -> Remembered {
+    let Some(value) = cookies.value.as_deref() else {
+        return Remembered::Answer(SessionCheck::None);
+    };
+    let Some(hit) = ctx.rt.memo.get(app, value) else {
+        return Remembered::Open;
+    };
+    let s = &hit.session;
+    if s.expires_at <= now || s.needs_renewal(now) || is_ended(ctx, &s.identity) {
+        return Remembered::Open;
+    }
+    match app.oidc.cached_token_answer(hit.token_key, now) {
+        Some(live) => Remembered::Answer(token_verdict(Ok(live), || remembered_valid(&hit))),
+        None => Remembered::Recheck(hit),
+    }
+}
+
+/// A remembered session, valid.
+fn remembered_valid(hit: &Opened) -> SessionCheck {
+    SessionCheck::Valid {
+        session: Arc::clone(&hit.session),
+        renewed: false,
+        prepared: Some(Arc::clone(&hit.prepared)),
+    }
+}
+
+/// The cookie's verdict without waiting ([`Remembered::Answer`]); `None`: [`cookie_session`]
+/// must ask the provider or open the cookie.
 fn cookie_session_now(
     ctx: &Ctx<'_>,
     app: &Arc<Application>,
     cookies: &SessionCookies<'_>,
     now: i64,
 ) -> Option<SessionCheck> {
-    let Some(value) = cookies.value.as_deref() else {
-        return Some(SessionCheck::None);
-    };
-    let hit = ctx.rt.memo.get(app, value)?;
-    let s = &hit.session;
-    if s.expires_at <= now || s.needs_renewal(now) || is_ended(ctx, &s.identity) {
-        return None;
+    match remembered_cookie(ctx, app, cookies, now) {
+        Remembered::Answer(check) => Some(check),
+        Remembered::Recheck(_) | Remembered::Open => None,
     }
-    let live = app.oidc.cached_token_answer(hit.token_key, now)?;
-    Some(token_verdict(Ok(live), || SessionCheck::Valid {
-        session: Arc::clone(&hit.session),
-        renewed: false,
-        prepared: Some(Arc::clone(&hit.prepared)),
-    }))
 }
 
 /// Opens the session cookie and checks it upstream: renews tokens when they are about to
 /// expire, otherwise asks the (cached) introspection whether the access token is still live.
-/// What [`cookie_session_now`] can answer it answers; every other cookie is opened and
-/// checked in full.
+/// A cookie opened before comes from the memo, which skips the unsealing; every other check
+/// still runs.
 async fn cookie_session(
     ctx: &Ctx<'_>,
     app: &Arc<Application>,
     cookies: &SessionCookies<'_>,
     now: i64,
 ) -> SessionCheck {
-    if let Some(check) = cookie_session_now(ctx, app, cookies, now) {
-        return check;
+    match remembered_cookie(ctx, app, cookies, now) {
+        Remembered::Answer(check) => return check,
+        Remembered::Recheck(hit) => {
+            let s = &hit.session;
+            let live = app
+                .oidc
+                .check_token_keyed(hit.token_key, &s.access_token, s.access_expires_at, now)
+                .await;
+            return token_verdict(live, || remembered_valid(&hit));
+        }
+        Remembered::Open => {}
     }
     let Some(value) = cookies.value.as_deref() else {
         return SessionCheck::None;
