@@ -438,6 +438,8 @@ enum Remembered {
     Open,
 }
 
+/// What the session memo knows of the request's cookie: what both [`cookie_session_now`] and
+/// [`cookie_session`] start from, so the two cannot answer differently.
 fn remembered_cookie(
     ctx: &Ctx<'_>,
     app: &Arc<Application>,
