@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Bookkeeping for bench/run.sh (standard library only).
 
-  report.py row <runs.csv> <target> <setup> <concurrency> <duration> '<BENCH json>'
+  report.py row <runs.csv> <target> <setup> <concurrency> <duration> '<BENCH json>' ['<CPU ns per process>']
   report.py check-warmup <target> <expected status> '<BENCH json>'
   report.py check-fill <fill.json> <expected count>
   report.py micro <criterion dir> <micro.csv>
@@ -75,11 +75,11 @@ DASHED = {"a_floor", "a2_floor_same_response", "f_nginx_keepalive_floor", "f_ngi
           "f_nginx_keepalive_floor_same", "f_nginx_nokeepalive_floor_same"}
 
 
-def cmd_row(path, target, setup, conc, duration, line, ticks="0", hz="100"):
-    """`ticks`: CPU clock ticks of each server process during the run, space-separated (for
-    (f): nginx, the auth server, the app)."""
+def cmd_row(path, target, setup, conc, duration, line, cpu_ns="0"):
+    """`cpu_ns`: time on the CPU (ns) of each server process during the run, space-separated
+    (for (f): nginx, the auth server, the app)."""
     r = json.loads(line)
-    parts = [int(t) / int(hz) * 1e6 / r["requests"] if r["requests"] else 0 for t in ticks.split()]
+    parts = [int(t) / 1e3 / r["requests"] if r["requests"] else 0 for t in cpu_ns.split()]
     cpu_us = sum(parts)
     expect_401 = target == "c_no_cookie"
     non2xx = r["err_status"]

@@ -203,7 +203,7 @@ CPU_PIDS=()
 # Time on the CPU in nanoseconds (the scheduler's count, /proc/<pid>/task/<tid>/schedstat,
 # summed over the threads), not the 10 ms ticks of /proc/<pid>/stat: a 5 s run of a process
 # that shares its core has only a few dozen of those.
-cpu_ticks() { # CPU time (ns) of each of CPU_PIDS with its child processes, space-separated
+cpu_ns() { # CPU time (ns) of each of CPU_PIDS with its child processes, space-separated
   local p q t kids out=()
   for p in "${CPU_PIDS[@]}"; do
     t=0
@@ -215,26 +215,26 @@ cpu_ticks() { # CPU time (ns) of each of CPU_PIDS with its child processes, spac
   done
   echo "${out[*]}"
 }
-ticks_between() { # "a b c" "a' b' c'" -> "a'-a b'-b c'-c"
+cpu_between() { # "a b c" "a' b' c'" -> "a'-a b'-b c'-c"
   python3 -c 'import sys; print(" ".join(str(int(y) - int(x)) for x, y in zip(sys.argv[1].split(), sys.argv[2].split())))' "$1" "$2"
 }
 # The machine may be shared: other work only ever slows a run down, so each point is the
 # faster of REPEATS runs of duration/REPEATS (default 2; e runs once: its tokens are cold once).
 run_wrk() {
   local target="$1" setup="$2" conc="$3" dur="$4" url="$5"; shift 5
-  local reps="${REPEATS:-2}" line t0 t1 best="" best_ticks=0 best_rps=-1 rps part
+  local reps="${REPEATS:-2}" line t0 t1 best="" best_cpu=0 best_rps=-1 rps part
   part="$(( ${dur%s} / reps ))"; ((part >= 1)) || part=1
   for ((i = 0; i < reps; i++)); do
-    t0="$(cpu_ticks)"
+    t0="$(cpu_ns)"
     line="$(taskset -c "$WRK_CPU" wrk -t1 -c"$conc" -d"${part}s" --timeout 5s -s "$BENCH/wrk/report.lua" "$@" "$url" \
       | sed -n 's/^BENCH //p')"
-    t1="$(cpu_ticks)"
+    t1="$(cpu_ns)"
     [[ -n "$line" ]] || die "wrk produced no result for $target c=$conc"
     rps="$(python3 -c 'import json,sys; print(int(float(json.loads(sys.argv[1])["rps"])))' "$line")"
-    if ((rps > best_rps)); then best="$line"; best_rps="$rps"; best_ticks="$(ticks_between "$t0" "$t1")"; fi
+    if ((rps > best_rps)); then best="$line"; best_rps="$rps"; best_cpu="$(cpu_between "$t0" "$t1")"; fi
   done
   python3 "$BENCH/report.py" row "$RUNS_CSV" "$target" "$setup" "$conc" "${part}s" "$best" \
-    "$best_ticks" 1000000000
+    "$best_cpu"
 }
 
 # in_two_rounds <function> <item>...: `function <round> <item>` for every item, then again in
