@@ -135,13 +135,18 @@ impl Idp {
             repo().join("tests/idp/node_modules").is_dir(),
             "tests/idp/node_modules missing: run scripts/install-deps.sh"
         );
-        // A stalled start (seen rarely under load) is retried once instead of hanging.
+        // A stalled start (seen rarely, twice in a row once on CI) is retried instead of
+        // hanging; each stall is described (process state, kernel wait, CPU used) on stderr.
+        const WAITS: [u64; 3] = [20, 30, 40];
         let mut attempt = 0;
         let (child, issuer) = loop {
+            let wait = WAITS[attempt];
             attempt += 1;
+            let started = Instant::now();
             let mut child = Command::new("node")
                 .arg(&server)
                 .arg(&path)
+                .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -159,15 +164,24 @@ impl Idp {
                     sink.clear();
                 }
             });
-            match rx.recv_timeout(Duration::from_secs(20)) {
+            match rx.recv_timeout(Duration::from_secs(wait)) {
                 Ok(line) if line.starts_with("IDP_READY ") => {
                     let issuer = line.trim().trim_start_matches("IDP_READY ").to_string();
                     break (child, issuer);
                 }
                 other => {
+                    let seen = describe_process(child.id());
                     let _ = child.kill();
                     let _ = child.wait();
-                    assert!(attempt < 2, "IdP did not start: {other:?}");
+                    eprintln!(
+                        "IdP start {attempt}/{} failed after {:?}: {other:?}; {seen}",
+                        WAITS.len(),
+                        started.elapsed()
+                    );
+                    assert!(
+                        attempt < WAITS.len(),
+                        "IdP did not start: {other:?}; {seen}"
+                    );
                 }
             }
         };
@@ -885,4 +899,32 @@ impl Stack {
             .login(&self.app_url(path), user.username, user.password)
             .await
     }
+}
+
+/// What a child process is doing, from /proc: its state, where the kernel has it waiting,
+/// and its CPU time so far (for the message of a helper that did not start in time).
+fn describe_process(pid: u32) -> String {
+    let read = |name: &str| std::fs::read_to_string(format!("/proc/{pid}/{name}"));
+    let state = read("status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("State:"))
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "State: gone".into());
+    let wchan = read("wchan").unwrap_or_default();
+    // Fields 14 and 15 of /proc/<pid>/stat (after the command name): user and system ticks.
+    let cpu = read("stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
+            Some(format!(
+                "utime {} stime {} ticks",
+                rest.get(11)?,
+                rest.get(12)?
+            ))
+        })
+        .unwrap_or_default();
+    format!("pid {pid} {state}, wchan {wchan:?}, {cpu}")
 }
