@@ -188,7 +188,7 @@ impl Caddy {
             dir,
             child: Some(child),
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = caddy.child.as_mut().unwrap().try_wait().expect("try_wait") {
                 caddy.child = None;
@@ -211,7 +211,7 @@ impl Caddy {
             if Instant::now() > deadline {
                 let log = caddy.log();
                 drop(caddy);
-                panic!("caddy not ready on port {port} after 10 s:\n{log}");
+                panic!("caddy not ready on port {port} after 30 s:\n{log}");
             }
             std::thread::sleep(Duration::from_millis(25));
         }

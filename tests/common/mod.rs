@@ -469,7 +469,7 @@ impl Binary {
 
     pub async fn wait_ping(&mut self) {
         let c = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = c
                 .get(format!("http://{}/outpost.goauthentik.io/ping", self.addr))

@@ -177,7 +177,7 @@ impl Nginx {
             child: Some(child),
         };
 
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         let pid = nginx.child.as_ref().unwrap().id().to_string();
         let pid_file = nginx.dir.path().join("nginx.pid");
         loop {
@@ -205,7 +205,7 @@ impl Nginx {
             if Instant::now() > deadline {
                 let diagnostics = nginx.diagnostics();
                 drop(nginx);
-                panic!("nginx ({example:?}) not ready on port {port} after 10 s:\n{diagnostics}");
+                panic!("nginx ({example:?}) not ready on port {port} after 30 s:\n{diagnostics}");
             }
             std::thread::sleep(Duration::from_millis(25));
         }
