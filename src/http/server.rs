@@ -90,7 +90,7 @@ pub async fn serve(
                 match &tls {
                     None => {
                         let info = Conn { peer, tls: false };
-                        let conn = http1_builder()
+                        let conn = http1_builder(HEADER_TIMEOUT)
                             .serve_connection(TokioIo::new(stream), service(kind, outpost, info))
                             .with_upgrades();
                         let stop = drain.subscribe();
@@ -149,7 +149,7 @@ async fn serve_tls(
     let served = if h2 {
         until_drained(h2_builder().serve_connection(io, service), stop).await
     } else {
-        let conn = http1_builder()
+        let conn = http1_builder(HEADER_TIMEOUT)
             .serve_connection(io, service)
             .with_upgrades();
         until_drained(conn, stop).await
@@ -159,10 +159,12 @@ async fn serve_tls(
     }
 }
 
-fn http1_builder() -> http1::Builder {
+/// HTTP/1.1 with keep-alive: `header_timeout` for each request's head (slow clients), heads
+/// capped at [`MAX_HEADER_BYTES`].
+fn http1_builder(header_timeout: Duration) -> http1::Builder {
     let mut b = http1::Builder::new();
     b.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
+        .header_read_timeout(header_timeout)
         .max_buf_size(MAX_HEADER_BYTES)
         .keep_alive(true);
     b
@@ -342,5 +344,98 @@ impl Done {
             }
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Full;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    const LIMIT: Duration = Duration::from_secs(1);
+
+    /// One connection served as `serve` serves it, with a one-second head timeout; `/slow`
+    /// answers after 2.5 s, anything else at once.
+    async fn one_connection() -> TcpStream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let svc = service_fn(|req: Request<Incoming>| async move {
+                if req.uri().path() == "/slow" {
+                    tokio::time::sleep(LIMIT * 5 / 2).await;
+                }
+                Ok::<_, Infallible>(Response::new(Full::new(bytes::Bytes::from_static(b"ok"))))
+            });
+            let _ = http1_builder(LIMIT)
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+        TcpStream::connect(addr).await.expect("connect")
+    }
+
+    /// Everything the server sends until its answer's body `ok`, or until it closes.
+    async fn read_answer(c: &mut TcpStream) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        let read = async {
+            loop {
+                match c.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+                if got.ends_with(b"\r\n\r\nok") {
+                    break;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), read)
+            .await
+            .expect("the server neither answered nor closed");
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    async fn ask(c: &mut TcpStream, path: &str) -> String {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+        c.write_all(req.as_bytes()).await.expect("write");
+        read_answer(c).await
+    }
+
+    #[tokio::test]
+    async fn every_head_on_a_connection_gets_the_full_time_and_no_more() {
+        let mut c = one_connection().await;
+        // Idle gaps that add up to more than the limit: each head's time starts anew.
+        for _ in 0..4 {
+            tokio::time::sleep(LIMIT * 2 / 5).await;
+            assert!(ask(&mut c, "/").await.starts_with("HTTP/1.1 200"));
+        }
+        // An answer slower than the limit is not a slow client, nor is the next head after it.
+        assert!(ask(&mut c, "/slow").await.starts_with("HTTP/1.1 200"));
+        assert!(ask(&mut c, "/").await.starts_with("HTTP/1.1 200"));
+        // A head that never ends: cut off (408) once the limit has passed.
+        let started = Instant::now();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n")
+            .await
+            .expect("write");
+        let got = read_answer(&mut c).await;
+        assert!(got.is_empty() || got.starts_with("HTTP/1.1 408"), "{got}");
+        assert!(started.elapsed() >= LIMIT, "{:?}", started.elapsed());
+        assert_eq!(c.read(&mut [0u8; 16]).await.ok(), Some(0), "closed");
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_closed_after_the_limit() {
+        let mut c = one_connection().await;
+        assert!(ask(&mut c, "/").await.starts_with("HTTP/1.1 200"));
+        let started = Instant::now();
+        let got = read_answer(&mut c).await;
+        assert!(got.is_empty() || got.starts_with("HTTP/1.1 408"), "{got}");
+        assert!(
+            started.elapsed() >= LIMIT * 9 / 10,
+            "{:?}",
+            started.elapsed()
+        );
     }
 }
