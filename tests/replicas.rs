@@ -144,7 +144,7 @@ fn session_of(cookie_header: &str) -> Session {
         .split(';')
         .filter_map(|pair| {
             let (k, v) = pair.trim().split_once('=')?;
-            if k == name {
+            if k == &*name {
                 Some((0, v.to_string()))
             } else {
                 let i: usize = k.strip_prefix(&format!("{name}_"))?.parse().ok()?;

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use memchr::memmem;
 use regex_lite::Regex;
 use sha2::{Digest, Sha256};
 use url::Url;
@@ -262,13 +263,56 @@ pub fn normalized_path(raw: &str) -> Option<String> {
 }
 
 /// Derives the cookie name authentik uses for a client: `authentik_proxy_<8 hex of sha256>`.
-pub fn cookie_name(client_id: &str) -> String {
+pub fn cookie_name(client_id: &str) -> CookieName {
     let digest = Sha256::digest(client_id.as_bytes());
     let mut hex = String::with_capacity(8);
     for b in &digest[..4] {
         hex.push_str(&format!("{b:02x}"));
     }
-    format!("authentik_proxy_{hex}")
+    format!("authentik_proxy_{hex}").into()
+}
+
+/// A cookie's name with the searcher that finds it in a `Cookie` header, made once per
+/// application: the session cookie is looked for on every check, among every other cookie
+/// the browser has for the host. Reads as the name (`&str`) everywhere else.
+#[derive(Clone, Debug)]
+pub struct CookieName {
+    name: String,
+    finder: memmem::Finder<'static>,
+}
+
+impl CookieName {
+    /// Finds the name in a `Cookie` header line.
+    pub fn finder(&self) -> &memmem::Finder<'static> {
+        &self.finder
+    }
+}
+
+impl From<String> for CookieName {
+    fn from(name: String) -> CookieName {
+        let finder = memmem::Finder::new(name.as_bytes()).into_owned();
+        CookieName { name, finder }
+    }
+}
+
+impl From<&str> for CookieName {
+    fn from(name: &str) -> CookieName {
+        name.to_string().into()
+    }
+}
+
+impl std::ops::Deref for CookieName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.name
+    }
+}
+
+impl std::fmt::Display for CookieName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
 }
 
 /// What serving a site needs that involves no network: its validated settings, its sealing
@@ -277,7 +321,7 @@ pub fn cookie_name(client_id: &str) -> String {
 pub struct Site {
     pub spec: AppSpec,
     pub sealer: Arc<Sealer>,
-    pub cookie_name: String,
+    pub cookie_name: CookieName,
     /// Sent as `X-authentik-meta-provider`.
     pub provider_name: String,
     /// Sent as `X-authentik-meta-app`.
@@ -348,7 +392,7 @@ pub(crate) mod tests {
         assert!(n.starts_with("authentik_proxy_"));
         assert_eq!(n.len(), "authentik_proxy_".len() + 8);
         // sha256("client") = 948fe603...
-        assert_eq!(n, "authentik_proxy_948fe603");
+        assert_eq!(&*n, "authentik_proxy_948fe603");
     }
 
     #[test]

@@ -7,9 +7,10 @@ use std::borrow::Cow;
 
 use cookie::{Cookie, SameSite, time::Duration as CookieDuration};
 use http::header::{COOKIE, HeaderMap, HeaderValue};
+use memchr::memmem::Finder;
 use serde::{Deserialize, Serialize};
 
-use crate::core::app::Site;
+use crate::core::app::{CookieName, Site};
 use crate::core::identity::Identity;
 use crate::core::token::TokenSet;
 
@@ -140,35 +141,47 @@ pub struct SessionCookies<'a> {
     pub chunks_sent: usize,
 }
 
-/// The `name=value` pairs of every `Cookie` header whose name starts with `prefix`, as bytes
-/// (spaces around a pair and quotes around a value removed). Bytes, not text: the lines can
-/// be long (a session cookie is 1–4 KB, a browser sends every app's cookies for the host)
-/// and are read on every check, and a value is only ever compared or unsealed. The other
-/// pairs are passed over without looking for their `=`.
+/// The `name=value` pairs of every `Cookie` header whose name starts with what `prefix`
+/// finds, as bytes (spaces around a pair and quotes around a value removed). Bytes, not
+/// text: the lines can be long (a session cookie is 1–4 KB, a browser sends every app's
+/// cookies for the host) and are read on every check, and a value is only ever compared or
+/// unsealed. The line is searched for the prefix (vectorised, not a step per pair); a find
+/// is a pair's start only where the line or a `;` comes before it, spaces aside (elsewhere
+/// it is inside another cookie's name or value, which hold no `;`). Either way the search
+/// goes on after the pair's `;`, so a value is passed over once, by `memchr`.
 fn cookie_pairs<'h>(
     headers: &'h HeaderMap,
-    prefix: &[u8],
+    prefix: &Finder<'_>,
 ) -> impl Iterator<Item = (&'h [u8], &'h [u8])> {
     headers.get_all(COOKIE).into_iter().flat_map(move |h| {
         let line = h.as_bytes();
-        let mut start = 0;
+        let mut pos = 0;
         std::iter::from_fn(move || {
-            while start <= line.len() {
-                let end = memchr::memchr(b';', &line[start..]).map_or(line.len(), |i| start + i);
-                let pair = line[start..end].trim_ascii();
-                start = end + 1;
-                if !pair.starts_with(prefix) {
+            loop {
+                let rest = line.get(pos..).filter(|r| !r.is_empty())?;
+                // Most often the line starts with ours (or is only ours): no search then.
+                let spaces = rest.len() - rest.trim_ascii_start().len();
+                let at = if rest[spaces..].starts_with(prefix.needle()) {
+                    pos + spaces
+                } else {
+                    pos + prefix.find(rest)?
+                };
+                let end = memchr::memchr(b';', &line[at..]).map_or(line.len(), |i| at + i);
+                pos = end + 1;
+                let before = line[..at].trim_ascii_end();
+                if !(before.is_empty() || before.ends_with(b";")) {
                     continue;
                 }
-                if let Some(eq) = memchr::memchr(b'=', pair) {
-                    let value = pair[eq + 1..]
-                        .strip_prefix(b"\"")
-                        .and_then(|v| v.strip_suffix(b"\""))
-                        .unwrap_or(&pair[eq + 1..]);
-                    return Some((&pair[..eq], value));
-                }
+                let pair = line[at..end].trim_ascii_end();
+                let Some(eq) = memchr::memchr(b'=', pair) else {
+                    continue;
+                };
+                let value = pair[eq + 1..]
+                    .strip_prefix(b"\"")
+                    .and_then(|v| v.strip_suffix(b"\""))
+                    .unwrap_or(&pair[eq + 1..]);
+                return Some((&pair[..eq], value));
             }
-            None
         })
     })
 }
@@ -187,11 +200,11 @@ fn chunk_index(cookie: &[u8], name: &str) -> Option<usize> {
 }
 
 /// Collects `name`, `name_1`, `name_2`, … from every `Cookie` header.
-pub fn read_session_cookies<'a>(headers: &'a HeaderMap, name: &str) -> SessionCookies<'a> {
+pub fn read_session_cookies<'a>(headers: &'a HeaderMap, name: &CookieName) -> SessionCookies<'a> {
     let mut parts: [Option<&[u8]>; MAX_CHUNKS] = [None; MAX_CHUNKS];
     let mut sent = 0;
     // Every cookie of ours is named `name` or `name_{i}`.
-    for (k, v) in cookie_pairs(headers, name.as_bytes()) {
+    for (k, v) in cookie_pairs(headers, name.finder()) {
         let idx = if k == name.as_bytes() {
             0
         } else if let Some(i) = chunk_index(k, name) {
@@ -225,7 +238,8 @@ pub fn read_session_cookies<'a>(headers: &'a HeaderMap, name: &str) -> SessionCo
 
 /// Reads a single named cookie (`None` unless its value is text).
 pub fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    cookie_pairs(headers, name.as_bytes())
+    let finder = Finder::new(name.as_bytes());
+    cookie_pairs(headers, &finder)
         .find(|(k, _)| *k == name.as_bytes())
         .and_then(|(_, v)| std::str::from_utf8(v).ok())
 }
@@ -328,6 +342,26 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Every `name=value` pair of every `Cookie` header, split the plain way (at each `;`,
+    /// spaces trimmed, quotes around a value removed): what [`cookie_pairs`] must agree with.
+    fn every_pair(headers: &HeaderMap) -> Vec<(&[u8], &[u8])> {
+        let mut out = Vec::new();
+        for h in headers.get_all(COOKIE) {
+            for pair in h.as_bytes().split(|b| *b == b';') {
+                let pair = pair.trim_ascii();
+                if let Some(eq) = pair.iter().position(|b| *b == b'=') {
+                    let v = &pair[eq + 1..];
+                    let v = v
+                        .strip_prefix(b"\"")
+                        .and_then(|v| v.strip_suffix(b"\""))
+                        .unwrap_or(v);
+                    out.push((&pair[..eq], v));
+                }
+            }
+        }
+        out
+    }
+
     fn headers(cookies: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for c in cookies {
@@ -339,15 +373,15 @@ mod tests {
     #[test]
     fn chunks_are_joined_in_order_and_counted() {
         let h = headers(&["x=1; n_2=c; n=a", "n_1=b; n_9=zz; n_01=no"]);
-        let c = read_session_cookies(&h, "n");
+        let c = read_session_cookies(&h, &"n".into());
         assert_eq!(c.value.as_deref(), Some(&b"abc"[..]));
         assert_eq!(c.chunks_sent, 3);
         let h = headers(&["n_1=b"]);
-        let c = read_session_cookies(&h, "n");
+        let c = read_session_cookies(&h, &"n".into());
         assert_eq!(c.value, None);
         assert_eq!(c.chunks_sent, 2);
         let h = headers(&["n=a; n_2=c"]);
-        let c = read_session_cookies(&h, "n");
+        let c = read_session_cookies(&h, &"n".into());
         assert_eq!(c.value.as_deref(), Some(&b"a"[..]), "a gap ends the value");
     }
 
@@ -355,7 +389,7 @@ mod tests {
     fn cookie_lines_are_split_like_browsers_send_them() {
         let mut h = headers(&[" a=1 ;b=\"2\";;  c = ; noequals; d=x=y;", "e=\"half"]);
         h.append(COOKIE, HeaderValue::from_bytes(b"f=\xff; g=ok").unwrap());
-        let pairs: Vec<(&[u8], &[u8])> = cookie_pairs(&h, b"").collect();
+        let pairs = every_pair(&h);
         let want: Vec<(&[u8], &[u8])> = vec![
             (b"a", b"1"),
             (b"b", b"2"),
@@ -366,6 +400,11 @@ mod tests {
             (b"g", b"ok"),
         ];
         assert_eq!(pairs, want);
+        for (k, v) in &want {
+            let name = Finder::new(k);
+            let found: Vec<_> = cookie_pairs(&h, &name).filter(|(n, _)| n == k).collect();
+            assert_eq!(found, vec![(*k, *v)], "{:?}", String::from_utf8_lossy(k));
+        }
         assert_eq!(read_cookie(&h, "d"), Some("x=y"));
         assert_eq!(read_cookie(&h, "f"), None, "not text");
         assert_eq!(read_cookie(&h, "g"), Some("ok"));
@@ -615,24 +654,26 @@ mod tests {
                 ), "expired sessions do not open");
             }
 
-            /// Reading our cookies only among the pairs that start with the name finds what
-            /// reading every pair finds: the same chunks, first of each name winning.
+            /// Reading our cookies only where the name is found finds what reading every pair
+            /// finds: the same chunks, first of each name winning. Also for a name that can
+            /// overlap itself (`ab_ab`) among bytes that spell it and its chunks' names.
             #[test]
             fn session_cookies_are_found_among_any_pairs(
-                lines in proptest::collection::vec("[n_0-9x=; \t\"]{0,40}", 1..4),
+                name in prop_oneof![Just("n"), Just("ab_ab")],
+                lines in proptest::collection::vec("[ab_n0-9x=; \t\"]{0,60}", 1..4),
             ) {
                 let mut h = HeaderMap::new();
                 for l in &lines {
                     h.append(COOKIE, HeaderValue::from_str(l).unwrap());
                 }
                 let mut want: [Option<&[u8]>; MAX_CHUNKS] = [None; MAX_CHUNKS];
-                for (k, v) in cookie_pairs(&h, b"") {
-                    let idx = if k == b"n" { Some(0) } else { chunk_index(k, "n") };
+                for (k, v) in every_pair(&h) {
+                    let idx = if k == name.as_bytes() { Some(0) } else { chunk_index(k, name) };
                     if let Some(i) = idx {
                         want[i].get_or_insert(v);
                     }
                 }
-                let got = read_session_cookies(&h, "n");
+                let got = read_session_cookies(&h, &name.into());
                 let sent = want.iter().rposition(Option::is_some).map_or(0, |i| i + 1);
                 prop_assert_eq!(got.chunks_sent, sent);
                 let joined = want[0].map(|first| {
@@ -641,9 +682,12 @@ mod tests {
                     v
                 });
                 prop_assert_eq!(got.value.as_deref(), joined.as_deref());
-                let first = cookie_pairs(&h, b"").find(|(k, _)| *k == b"n").map(|(_, v)| v);
+                let first = every_pair(&h)
+                    .into_iter()
+                    .find(|(k, _)| *k == name.as_bytes())
+                    .map(|(_, v)| v);
                 prop_assert_eq!(
-                    read_cookie(&h, "n"),
+                    read_cookie(&h, name),
                     first.and_then(|v| std::str::from_utf8(v).ok())
                 );
             }

@@ -32,7 +32,7 @@ pub fn cookie_value(b: &Browser, url: &str, name: &str) -> Option<String> {
 }
 
 pub fn session_cookie_name() -> String {
-    cookie_name(CLIENT_ID)
+    cookie_name(CLIENT_ID).to_string()
 }
 
 pub fn binding_cookie_name() -> String {

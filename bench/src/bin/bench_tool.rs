@@ -192,7 +192,7 @@ async fn login_flow(
         let v = v.to_str().unwrap_or_default();
         let pair = v.split(';').next().unwrap_or_default();
         if let Some((k, val)) = pair.split_once('=')
-            && (k == name || k.starts_with(&format!("{name}_")))
+            && (k == &*name || k.starts_with(&format!("{name}_")))
             && !val.is_empty()
         {
             parts.push((k.to_string(), val.to_string()));
