@@ -5,8 +5,9 @@
 #
 # run.sh measures each nginx point in two rounds and keeps the faster run; on this 2-core VM
 # two runs of one target differ by a few per cent, as much as the gap this measures. Here the
-# floor (200 + 5 short headers), the floor sending the outpost's exact answer (f′) and the
-# outpost answer a browser's page request through nginx configured as
+# floor (200 + 5 short headers), the floor sending the outpost's exact answer (f′), the
+# outpost and the outpost with `send_jwt_header: false` answer a browser's page request
+# through nginx configured as
 # nginx-examples/app.example.com.conf ships (auth and app upstreams with keepalive), in
 # ROUNDS rounds, every other one in reverse order, with each process's CPU time per request
 # (nginx, the auth server, the app; from /proc/<pid>/task/*/schedstat). Writes
@@ -56,6 +57,12 @@ YAML
 taskset -c "$SERVER_CPU" "$OUTPOST_BIN" --config "$WORK/outpost.yaml" 2>"$WORK/outpost.log" &
 OUTPOST_PID=$!; PIDS+=($!)
 wait_http "http://127.0.0.1:$OUTPOST_PORT/outpost.goauthentik.io/ready" 200
+NOJWT_PORT="$(free_port)"
+sed -e "s/127.0.0.1:$OUTPOST_PORT/127.0.0.1:$NOJWT_PORT/" \
+  -e 's/^  introspection_cache_ttl:/  send_jwt_header: false\n&/' "$WORK/outpost.yaml" >"$WORK/nojwt.yaml"
+taskset -c "$SERVER_CPU" "$OUTPOST_BIN" --config "$WORK/nojwt.yaml" 2>>"$WORK/outpost.log" &
+NOJWT_PID=$!; PIDS+=($!)
+wait_http "http://127.0.0.1:$NOJWT_PORT/outpost.goauthentik.io/ready" 200
 "$TOOL" login --outpost "127.0.0.1:$OUTPOST_PORT" --host "$APP_HOST" --user alice \
   --password alice-password --secret "$SECRET" --client-id "$CLIENT_ID" >"$WORK/login.json"
 COOKIE="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["cookie"])' "$WORK/login.json")"
@@ -83,10 +90,11 @@ cpu_ns() { # pid... -> CPU time (ns) of each, with its child processes
 
 CSV="$RESULTS/rounds.csv"
 echo "round,concurrency,target,requests,rps,nginx_ns,auth_ns,app_ns" >"$CSV"
-TARGETS=("floor $FLOOR_PID $FLOOR_PORT" "floor_same $SAME_PID $SAME_PORT" "outpost $OUTPOST_PID $OUTPOST_PORT")
+TARGETS=("floor $FLOOR_PID $FLOOR_PORT" "floor_same $SAME_PID $SAME_PORT"
+  "outpost $OUTPOST_PID $OUTPOST_PORT" "outpost_nojwt $NOJWT_PID $NOJWT_PORT")
 for round in $(seq 1 "$ROUNDS"); do
   order=("${TARGETS[@]}")
-  ((round % 2 == 0)) && order=("${TARGETS[2]}" "${TARGETS[1]}" "${TARGETS[0]}")
+  ((round % 2 == 0)) && order=("${TARGETS[3]}" "${TARGETS[2]}" "${TARGETS[1]}" "${TARGETS[0]}")
   for c in "${CS[@]}"; do
     for t in "${order[@]}"; do
       read -r name bpid bport <<<"$t"
@@ -118,20 +126,21 @@ cs = sorted({int(r["concurrency"]) for r in rows})
 rounds = sorted({int(r["round"]) for r in rows})
 print(f"Behind nginx with keepalive, {sys.argv[2]} rounds of {sys.argv[3]} s runs (every other "
       "round in reverse order). Ratio: requests per second, each round's pair; median [range].\n")
-print("| c | outpost ÷ floor | f′ ÷ floor | outpost ÷ f′ |")
-print("|---:|---|---|---|")
+print("| c | outpost ÷ floor | f′ ÷ floor | outpost ÷ f′ | outpost, no JWT ÷ floor |")
+print("|---:|---|---|---|---|")
 for c in cs:
     cells = []
-    for a, b in (("outpost", "floor"), ("floor_same", "floor"), ("outpost", "floor_same")):
+    for a, b in (("outpost", "floor"), ("floor_same", "floor"), ("outpost", "floor_same"),
+                 ("outpost_nojwt", "floor")):
         q = [float(runs[(a, c, n)]["rps"]) / float(runs[(b, c, n)]["rps"]) for n in rounds]
         cells.append(f"{statistics.median(q):.3f} [{min(q):.3f}–{max(q):.3f}]")
     print(f"| {c} | " + " | ".join(cells) + " |")
 print("\nCPU per request, µs (median of the rounds): nginx / auth server / app = total.\n")
-print("| c | floor | f′ (floor, outpost's bytes) | outpost |")
-print("|---:|---|---|---|")
+print("| c | floor | f′ (floor, outpost's bytes) | outpost | outpost, no JWT |")
+print("|---:|---|---|---|---|")
 for c in cs:
     cells = []
-    for t in ("floor", "floor_same", "outpost"):
+    for t in ("floor", "floor_same", "outpost", "outpost_nojwt"):
         per = [[int(runs[(t, c, n)][k]) / int(runs[(t, c, n)]["requests"]) / 1000
                 for n in rounds] for k in ("nginx_ns", "auth_ns", "app_ns")]
         m = [statistics.median(x) for x in per]
