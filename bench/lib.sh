@@ -5,7 +5,7 @@
 #
 # Defines log/die (prefixed with TAG), a work dir WORK (/tmp/ak-$TAG.XXXXXX, removed at exit
 # unless KEEP_WORK=1), PIDS (processes to stop at exit: TERM, then KILL after 5 s),
-# free_port, wait_http, build_binaries, start_idp and outpost_yaml_head.
+# free_port, wait_http, build_binaries, start_idp, outpost_yaml_head and outpost_yaml_app.
 
 log() { printf '[%s %3ds] %s\n' "$TAG" "$SECONDS" "$*" >&2; }
 die() { printf '[%s] error: %s\n' "$TAG" "$*" >&2; exit 1; }
@@ -101,5 +101,17 @@ provider:
 log:
   level: ${4:-info}
   format: json
+YAML
+}
+
+# outpost_yaml_app <http address> <introspection cache TTL> <external URL> [log level]: the
+# head and one forward-auth application (`app`, single mode) at the external URL.
+outpost_yaml_app() {
+  outpost_yaml_head "$1" "" "$2" "${4:-}"
+  cat <<YAML
+applications:
+  - name: app
+    external_host: "$3"
+    mode: forward_single
 YAML
 }

@@ -47,13 +47,7 @@ start_floor() { # port [response file] -> FLOOR_STARTED
 }
 APP_PORT="$(free_port)"; start_floor "$APP_PORT"; APP_PID=$FLOOR_STARTED
 OUTPOST_PORT="$(free_port)"
-{ outpost_yaml_head "127.0.0.1:$OUTPOST_PORT" "" 60s; cat <<YAML
-applications:
-  - name: app
-    external_host: "$EXTERNAL"
-    mode: forward_single
-YAML
-} >"$WORK/outpost.yaml"
+outpost_yaml_app "127.0.0.1:$OUTPOST_PORT" 60s "$EXTERNAL" >"$WORK/outpost.yaml"
 taskset -c "$SERVER_CPU" "$OUTPOST_BIN" --config "$WORK/outpost.yaml" 2>"$WORK/outpost.log" &
 OUTPOST_PID=$!; PIDS+=($!)
 wait_http "http://127.0.0.1:$OUTPOST_PORT/outpost.goauthentik.io/ready" 200

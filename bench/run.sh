@@ -142,13 +142,7 @@ FLOOR_PORT="$(free_port)"; start_floor "$FLOOR_PORT"; FLOOR_PID="${PIDS[-1]}"
 APP_PORT="$(free_port)"; start_floor "$APP_PORT"; APP_PID="${PIDS[-1]}"
 
 outpost_yaml() { # port cache-ttl
-  outpost_yaml_head "127.0.0.1:$1" "" "$2"
-  cat <<EOF
-applications:
-  - name: app
-    external_host: "$EXTERNAL"
-    mode: forward_single
-EOF
+  outpost_yaml_app "127.0.0.1:$1" "$2" "$EXTERNAL"
 }
 
 start_outpost() { # port cache-ttl -> sets OUTPOST_PID

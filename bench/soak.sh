@@ -56,15 +56,7 @@ OUTPOST_PORT="$(free_port)"
 EXTERNAL="http://$APP_HOST"
 start_idp 7200 "$LOAD_CPU" "$EXTERNAL"
 
-{
-  outpost_yaml_head "127.0.0.1:$OUTPOST_PORT" "" "$CACHE_TTL" warn
-  cat <<YAML
-applications:
-  - name: app
-    external_host: "$EXTERNAL"
-    mode: forward_single
-YAML
-} >"$WORK/outpost.yaml"
+outpost_yaml_app "127.0.0.1:$OUTPOST_PORT" "$CACHE_TTL" "$EXTERNAL" warn >"$WORK/outpost.yaml"
 taskset -c "$SERVER_CPU" "$OUTPOST_BIN" --config "$WORK/outpost.yaml" 2>>"$WORK/outpost.log" &
 OUTPOST_PID=$!; PIDS+=($!)
 wait_http "http://127.0.0.1:$OUTPOST_PORT/outpost.goauthentik.io/ready" 200
